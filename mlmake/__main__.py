@@ -1,0 +1,5 @@
+"""`python -m mlmake` is the mlmake command."""
+
+from mlmake.cli import main
+
+main()

@@ -1,0 +1,135 @@
+"""The click entry point: global options, the default `run` command, exit codes in one place."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+
+from mlmake import __version__
+from mlmake.errors import MlmakeError
+
+GLOBAL_WITH_VALUE = {"-C", "--directory", "-f", "--file"}
+GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "--version", "-h", "--help"}
+
+
+@dataclass
+class Ctx:
+    """Global options shared by every command."""
+
+    directory: str
+    file: str | None
+    quiet: bool
+    verbose: bool
+
+    def project(self) -> Any:
+        from mlmake.project import Project
+
+        return Project(self.directory, self.file)
+
+
+class DefaultGroup(click.Group):
+    """A group where an unknown first word means `run` (so `mlmake -j 4 train` works)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in GLOBAL_WITH_VALUE:
+                i += 2
+                continue
+            if a in GLOBAL_FLAGS or (a.startswith(("--directory=", "--file="))) or \
+                    (a.startswith(("-C", "-f")) and len(a) > 2 and not a.startswith("--")):
+                i += 1
+                continue
+            if a == "--":
+                args = args[:i] + ["run"] + args[i:]
+                break
+            if a not in self.commands:
+                args = args[:i] + ["run"] + args[i:]
+            break
+        else:
+            if not any(a in ("--help", "-h", "--version") for a in args):
+                args = args + ["run"]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "--directory", default=".", metavar="DIR",
+              help="Change to DIR before doing anything.")
+@click.option("-f", "--file", default=None, metavar="FILE", help="Use FILE as the Mlfile.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary.")
+@click.option("-v", "--verbose", is_flag=True, help="Print every reason and up-to-date target.")
+@click.version_option(__version__, "--version", prog_name="mlmake")
+@click.pass_context
+def cli(ctx: click.Context, directory: str, file: str | None, quiet: bool,
+        verbose: bool) -> None:
+    """mlmake: make for machine learning, native to Git.
+
+    `mlmake [TARGET...]` builds targets (the same as `mlmake run`).
+    """
+    if not os.path.isdir(directory):
+        raise click.UsageError(f"-C {directory}: no such directory")
+    ctx.obj = Ctx(directory, file, quiet, verbose)
+
+
+def reporter_for(g: Ctx, json_mode: bool = False) -> Any:
+    from mlmake.cli.reporter import LiveReporter, PlainReporter
+
+    if not json_mode and sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+        return LiveReporter(g.quiet, g.verbose)
+    return PlainReporter(sys.stderr if json_mode else sys.stdout, g.quiet, g.verbose)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; every exit code is decided here."""
+    from mlmake.cli import commands  # noqa: F401 - registers the commands
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        rv = cli.main(args=argv, prog_name="mlmake", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except MlmakeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = 2
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        code = 130
+    except KeyboardInterrupt:
+        click.echo("interrupted: every child process was stopped; the lock holds what "
+                   "finished. Run again to resume.", err=True)
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    except Exception:  # noqa: BLE001 - the one place that turns bugs into exit 3
+        traceback.print_exc()
+        click.echo("mlmake hit an internal error. Please report it with the traceback above.",
+                   err=True)
+        code = 3
+    return code
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+    """Register a subcommand on the mlmake group."""
+    return cli.command(*args, **kwargs)

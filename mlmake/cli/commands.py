@@ -1,0 +1,250 @@
+"""Build and inspection commands: run, status, graph, runs, log, init."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from mlmake.cli.app import Ctx, command, reporter_for
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def run_options(f: Any) -> Any:
+    opts = [
+        click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+                     help="Run at most N targets at once (default: [project] jobs or CPUs)."),
+        click.option("-n", "--dry-run", is_flag=True,
+                     help="List what would run and why; run nothing."),
+        click.option("-k", "--keep-going", is_flag=True,
+                     help="Keep building what does not depend on a failed target."),
+        click.option("-B", "--force", is_flag=True,
+                     help="Rebuild the selected targets even when up to date."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+                     help="Where commands run (default: [project] executor or local)."),
+        click.option("--address", default=None, metavar="ADDR",
+                     help="Ray cluster to join (auto, host:port, ray://...)."),
+        click.option("--no-remote", is_flag=True, help="Do not look results up in a remote."),
+        click.option("--push", is_flag=True, help="Push each result to the remote as it is built."),
+        click.option("--no-wait", is_flag=True,
+                     help="Fail at once if another mlmake run holds the project."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@command("run")
+@click.argument("targets", nargs=-1)
+@run_options
+@pass_ctx
+def run_cmd(g: Ctx, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
+            keep_going: bool, force: bool, executor: str | None, address: str | None,
+            no_remote: bool, push: bool, no_wait: bool) -> int:
+    """Build TARGETS (default: [project] default, else every final target)."""
+    project = g.project()
+    options: dict[str, Any] = {}
+    if address:
+        options["address"] = address
+    if dry_run:
+        result = project.run(targets, force=force, dry_run=True)
+        _print_plan(result.plan, dry=True)
+        return 0
+    reporter = reporter_for(g)
+    kwargs: dict[str, Any] = dict(jobs=jobs, keep_going=keep_going, force=force,
+                                  executor=executor, reporter=reporter, wait=not no_wait,
+                                  executor_options=options)
+    extra = _remote_kwargs(project, no_remote, push)
+    kwargs.update(extra)
+    try:
+        result = project.run(targets, **kwargs)
+    finally:
+        if hasattr(reporter, "close"):
+            reporter.close()
+    return 0 if result.ok else 1
+
+
+def _remote_kwargs(project: Any, no_remote: bool, push: bool) -> dict[str, Any]:
+    import inspect
+
+    params = inspect.signature(project.run).parameters
+    out: dict[str, Any] = {}
+    if "use_remote" in params:
+        out["use_remote"] = not no_remote
+    if "push" in params:
+        out["push"] = push or None
+    return out
+
+
+def _print_plan(plan: Any, dry: bool) -> None:
+    stale = plan.stale
+    if not stale:
+        click.echo("everything is up to date")
+        return
+    verb = "would run" if dry else "stale"
+    for n in stale:
+        reasons = plan.states[n].reasons
+        click.echo(f"{verb}: {n}")
+        for r in reasons:
+            click.echo(f"    {r.describe()}")
+    click.echo(f"{len(stale)} of {len(plan.order)} targets {'would run' if dry else 'stale'}")
+
+
+@command("status")
+@click.argument("targets", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the states as JSON.")
+@pass_ctx
+def status_cmd(g: Ctx, targets: tuple[str, ...], as_json: bool) -> int:
+    """Say which targets are stale and why (exit 1 when any is)."""
+    plan = g.project().status(targets)
+    if as_json:
+        data = {"stale": plan.stale, "targets": {
+            n: {"stale": plan.states[n].stale, "key": plan.states[n].key,
+                "reasons": [r.as_dict() for r in plan.states[n].reasons]}
+            for n in plan.order}}
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif not g.quiet:
+        _print_plan(plan, dry=False)
+    return 1 if plan.stale else 0
+
+
+@command("graph")
+@click.argument("targets", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid", "json"]),
+              default="text", help="Output format (default: a drawing in the terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to FILE instead of stdout.")
+@pass_ctx
+def graph_cmd(g: Ctx, targets: tuple[str, ...], fmt: str, as_json: bool,
+              output: str | None) -> int:
+    """Draw the DAG; stale targets are marked with *."""
+    from mlmake import drawing
+
+    project = g.project()
+    names = project.select(targets) if targets else set(project.graph.targets)
+    try:
+        plan = project._checker().plan(names)
+    except Exception:  # noqa: BLE001 - states are decoration; the drawing still works
+        plan = None
+    data = drawing.graph_data(project.graph, names, plan)
+    fmt = "json" if as_json else fmt
+    if fmt == "json":
+        text = drawing.to_json(data)
+    elif fmt == "dot":
+        text = drawing.to_dot(data)
+    elif fmt == "mermaid":
+        text = drawing.to_mermaid(data)
+    else:
+        text = _draw_text(data)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
+    return 0
+
+
+def _draw_text(data: dict[str, Any]) -> str:
+    """Layers of the DAG, each node with the targets it needs; stale marked ●, fresh ○."""
+    state = {n["name"]: n["state"] for n in data["nodes"]}
+    ups: dict[str, list[str]] = {n["name"]: [] for n in data["nodes"]}
+    for e in data["edges"]:
+        ups[e["to"]].append(e["from"] + (" (after)" if e["kind"] == "after" else ""))
+    level: dict[str, int] = {}
+    for n in data["nodes"]:  # nodes are in topological order
+        name = n["name"]
+        level[name] = 1 + max((level[u.split(" ")[0]] for u in ups[name]), default=-1)
+    lines = []
+    for lv in range(max(level.values(), default=-1) + 1):
+        names = [n for n in level if level[n] == lv]
+        lines.append(f"── stage {lv + 1} " + "─" * 40)
+        for name in names:
+            mark = {"stale": "● ", "uptodate": "○ "}.get(state[name] or "", "  ")
+            arrow = f"  ◀── {', '.join(ups[name])}" if ups[name] else ""
+            lines.append(f"  {mark}{name}{' (stale)' if state[name] == 'stale' else ''}{arrow}")
+    lines.append("○ up to date   ● stale")
+    return "\n".join(lines) + "\n"
+
+
+@command("runs")
+@click.argument("target", required=False)
+@click.option("-n", "--limit", default=30, show_default=True, help="How many runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@pass_ctx
+def runs_cmd(g: Ctx, target: str | None, limit: int, as_json: bool) -> int:
+    """List recorded target runs, newest first."""
+    recs = g.project().runs(target, limit)
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in recs], indent=2, sort_keys=True))
+        return 0
+    if not recs:
+        click.echo("no runs recorded yet")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("started", "target", "outcome", "duration", "commit", "trigger/build", "host"):
+        table.add_column(col)
+    project_runs = {b["id"]: b for b in g.project().runs_store.builds(500)}
+    for r in recs:
+        b = project_runs.get(r.build, {})
+        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)), r.target,
+                      r.outcome + (f" ({r.exit_code})" if r.outcome == "failed" and
+                                   r.exit_code not in (None, 0) else ""),
+                      f"{r.duration:.2f}s", (r.commit or "")[:10],
+                      f"{b.get('trigger', '?')} {r.build}", r.host)
+    Console(width=max(100, _term_width())).print(table)
+    return 0
+
+
+def _term_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120
+
+
+@command("log")
+@click.argument("target")
+@click.option("--path", "path_only", is_flag=True, help="Print the log file's path only.")
+@pass_ctx
+def log_cmd(g: Ctx, target: str, path_only: bool) -> int:
+    """Show the output of TARGET's latest run."""
+    path = g.project().log(target)
+    if path_only:
+        click.echo(path)
+        return 0
+    with open(path, "rb") as fh:
+        sys.stdout.buffer.write(fh.read())
+    sys.stdout.flush()
+    return 0
+
+
+@command("init")
+@click.argument("directory", required=False, default=".")
+@click.option("-t", "--template", default="minimal", show_default=True,
+              help="Starter project to copy (minimal, sklearn).")
+@click.option("--list", "list_only", is_flag=True, help="List the templates.")
+@pass_ctx
+def init_cmd(g: Ctx, directory: str, template: str, list_only: bool) -> int:
+    """Create an Mlfile and a starter project in DIRECTORY."""
+    from mlmake.project import Project, templates
+
+    if list_only:
+        for t in templates():
+            click.echo(t)
+        return 0
+    dest = os.path.join(g.directory, directory)
+    os.makedirs(dest, exist_ok=True)
+    written = Project.init(dest, template)
+    for w in written:
+        click.echo(f"created {os.path.join(directory, w) if directory != '.' else w}")
+    click.echo("next: `mlmake status` to see what would run, `mlmake` to build it")
+    return 0

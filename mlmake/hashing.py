@@ -1,0 +1,253 @@
+"""Content hashes (xxh3-128) of bytes, files, trees and target keys, with a stat cache.
+
+Every digest here is part of the on-disk contract (lock files, caches, remotes): the tagged
+structures below carry a format version and are pinned by tests, so a change fails loudly.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import json
+import marshal
+import os
+import stat as stat_mod
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, NamedTuple
+
+import xxhash
+
+KEY_FORMAT = 1
+TREE_FORMAT = 1
+_CHUNK = 1 << 20
+_PARALLEL_BYTES = 32 << 20
+_RACY_NS = 100_000_000  # a file modified this recently may change again within one mtime tick
+
+
+class Entry(NamedTuple):
+    """One file of a tree: path relative to the tree, content hash, executable bit."""
+
+    path: str
+    hash: str
+    executable: bool
+
+
+def hash_bytes(data: bytes) -> str:
+    """xxh3-128 of `data` as 32 hex digits."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def hash_file(path: str) -> str:
+    """xxh3-128 of a file's content, read in 1 MiB chunks."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def tree_digest(entries: Iterable[Entry]) -> str:
+    """Hash of a directory manifest: sorted (path, hash, exec) lines under a versioned tag."""
+    parts = [b"mlmake/tree\x00%d\n" % TREE_FORMAT]
+    for e in sorted(entries):
+        parts.append(f"{e.path}\x00{e.hash}\x00{'x' if e.executable else '-'}\n".encode())
+    return hash_bytes(b"".join(parts))
+
+
+def glob_digest(files: dict[str, str]) -> str:
+    """Hash of the files a glob matched: their project paths and content hashes."""
+    parts = [b"mlmake/glob\x00%d\n" % TREE_FORMAT]
+    for path in sorted(files):
+        parts.append(f"{path}\x00{files[path]}\n".encode())
+    return hash_bytes(b"".join(parts))
+
+
+def canonical(value: Any) -> str:
+    """Deterministic JSON of a value (sorted keys, no spaces), the input of every key hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def target_key(cmd: str, wdir: str, deps: dict[str, str], params: dict[str, Any],
+               env: str | None, outs: Iterable[str]) -> str:
+    """The key of a target: what it runs and every input that can change its outs."""
+    payload = ["mlmake/target-key", KEY_FORMAT, cmd, wdir, sorted(deps.items()),
+               sorted((k, canonical(v)) for k, v in params.items()), env or "", sorted(outs)]
+    return hash_bytes(canonical(payload).encode())
+
+
+def is_glob(pattern: str) -> bool:
+    """True when a dep pattern has glob magic."""
+    return globmod.has_magic(pattern)
+
+
+class StatCache:
+    """Remembers (inode, size, mtime_ns) → hash per path so unchanged files are not re-read.
+
+    Kept in one marshal file, loaded once and written atomically when something changed.
+    Entries for files modified in the last moments are not trusted (they may change again
+    within one timestamp tick), as Git does for its index.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.files: dict[str, tuple[int, int, int, str]] = {}
+        self.trees: dict[str, tuple[str, str]] = {}
+        self.dirty = False
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    data = marshal.load(fh)
+                if isinstance(data, tuple) and len(data) == 3 and data[0] == TREE_FORMAT:
+                    self.files, self.trees = data[1], data[2]
+            except (OSError, EOFError, ValueError, TypeError):
+                pass
+
+    def get(self, rel: str, st: os.stat_result) -> str | None:
+        hit = self.files.get(rel)
+        if hit is not None and hit[0] == st.st_ino and hit[1] == st.st_size \
+                and hit[2] == st.st_mtime_ns:
+            return hit[3]
+        return None
+
+    def put(self, rel: str, st: os.stat_result, digest: str, now_ns: int) -> None:
+        if now_ns - st.st_mtime_ns < _RACY_NS:
+            return
+        self.files[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
+        self.dirty = True
+
+    def save(self) -> None:
+        if not (self.dirty and self.path):
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                marshal.dump((TREE_FORMAT, self.files, self.trees), fh)
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        self.dirty = False
+
+
+class Hasher:
+    """Hashes project paths (files, trees, globs) through a StatCache."""
+
+    def __init__(self, root: str, cache: StatCache | None = None) -> None:
+        self.root = root
+        self.cache = cache or StatCache(None)
+        self.now_ns = time.time_ns()
+
+    def abspath(self, rel: str) -> str:
+        return os.path.join(self.root, rel)
+
+    def file(self, rel: str, st: os.stat_result | None = None) -> str:
+        """Content hash of the file at project path `rel`."""
+        st = st or os.stat(self.abspath(rel))
+        digest = self.cache.get(rel, st)
+        if digest is None:
+            digest = hash_file(self.abspath(rel))
+            self.cache.put(rel, st, digest, self.now_ns)
+        return digest
+
+    def path(self, rel: str) -> str | None:
+        """Hash of a file or a directory tree at `rel`, or None when nothing is there."""
+        try:
+            st = os.stat(self.abspath(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat_mod.S_ISDIR(st.st_mode):
+            return self.tree(rel)[0]
+        return self.file(rel, st)
+
+    def tree(self, rel: str, manifest: bool = False) -> tuple[str, list[Entry]]:
+        """Hash of the directory at `rel`; with `manifest`, also its sorted entries.
+
+        Fast path: the stat signature of the whole tree is compared with the cached one, so
+        an unchanged tree costs one stat per file and no per-file lookups.
+        """
+        files = self._walk(rel)
+        sig = hash_bytes(marshal.dumps([(p, s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode)
+                                        for p, s in files]))
+        cached = self.cache.trees.get(rel)
+        if cached is not None and cached[0] == sig and not manifest:
+            return cached[1], []
+        entries = self._hash_many(rel, files)
+        digest = tree_digest(entries)
+        newest = max((s.st_mtime_ns for _, s in files), default=0)
+        if self.now_ns - newest >= _RACY_NS:
+            self.cache.trees[rel] = (sig, digest)
+            self.cache.dirty = True
+        return digest, entries
+
+    def glob(self, pattern: str) -> tuple[str, dict[str, str]]:
+        """Hash of the files matched by a glob pattern (recursive `**` allowed)."""
+        matches = sorted(globmod.glob(pattern, root_dir=self.root, recursive=True))
+        found: dict[str, str] = {}
+        for m in matches:
+            full = self.abspath(m)
+            if os.path.isdir(full):
+                found[m + "/"] = self.tree(m)[0]
+            elif os.path.isfile(full):
+                found[m] = self.file(m)
+        return glob_digest(found), found
+
+    def dep(self, pattern: str) -> str | None:
+        """Hash of a dep: a file, a directory or a glob; None when it matches nothing."""
+        if is_glob(pattern):
+            digest, found = self.glob(pattern)
+            return digest if found else None
+        return self.path(pattern)
+
+    def _walk(self, rel: str) -> list[tuple[str, os.stat_result]]:
+        out: list[tuple[str, os.stat_result]] = []
+        stack = [""]
+        base = self.abspath(rel)
+        while stack:
+            sub = stack.pop()
+            try:
+                it = os.scandir(os.path.join(base, sub) if sub else base)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with it:
+                for de in it:
+                    name = f"{sub}/{de.name}" if sub else de.name
+                    if de.is_dir(follow_symlinks=True):
+                        stack.append(name)
+                    else:
+                        try:
+                            out.append((name, de.stat()))
+                        except FileNotFoundError:
+                            continue
+        out.sort()
+        return out
+
+    def _hash_many(self, rel: str, files: list[tuple[str, os.stat_result]]) -> list[Entry]:
+        prefix = rel + "/" if rel not in ("", ".") else ""
+        todo: list[tuple[int, str, os.stat_result]] = []
+        digests: list[str | None] = []
+        for i, (p, st) in enumerate(files):
+            d = self.cache.get(prefix + p, st)
+            digests.append(d)
+            if d is None:
+                todo.append((i, prefix + p, st))
+        if todo:
+            size = sum(st.st_size for _, _, st in todo)
+            paths = [self.abspath(p) for _, p, _ in todo]
+            if size >= _PARALLEL_BYTES and len(todo) > 1:
+                workers = min(8, (os.cpu_count() or 2) * 2)
+                with ThreadPoolExecutor(workers) as pool:
+                    results = list(pool.map(hash_file, paths))
+            else:
+                results = [hash_file(p) for p in paths]
+            for (i, p, st), d in zip(todo, results):
+                digests[i] = d
+                self.cache.put(p, st, d, self.now_ns)
+        return [Entry(p, d or "", bool(st.st_mode & 0o111))
+                for (p, st), d in zip(files, digests)]

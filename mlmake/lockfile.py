@@ -1,0 +1,95 @@
+"""Mlfile.lock: per target, the inputs of its key and the hash of every out (JSON, stable)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlmake.errors import MlfileError
+
+LOCK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    """What a target was last built from and what it produced."""
+
+    key: str
+    cmd: str
+    deps: dict[str, str]
+    params: dict[str, Any]
+    env: str | None
+    outs: dict[str, dict[str, Any]]  # path → {"hash", "type": file|dir, "size", "files"}
+
+    def as_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"key": self.key, "cmd": self.cmd, "deps": self.deps,
+                             "params": self.params, "outs": self.outs}
+        if self.env:
+            d["env"] = self.env
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "LockEntry":
+        return cls(key=d["key"], cmd=d.get("cmd", ""), deps=dict(d.get("deps", {})),
+                   params=dict(d.get("params", {})), env=d.get("env"),
+                   outs={k: dict(v) for k, v in d.get("outs", {}).items()})
+
+
+@dataclass
+class Lock:
+    """The whole lock file in memory; `write` replaces the file atomically."""
+
+    path: str
+    entries: dict[str, LockEntry] = field(default_factory=dict)
+    _written: str = ""
+
+    @classmethod
+    def read(cls, path: str) -> "Lock":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            return cls(path)
+        return cls.parse(text, path)
+
+    @classmethod
+    def parse(cls, text: str, path: str) -> "Lock":
+        """Parse lock JSON (from the work tree or a Git blob)."""
+        name = os.path.basename(path)
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise MlfileError(f"invalid JSON in the lock file: {exc.msg}. Restore it from Git "
+                              "(`git checkout -- Mlfile.lock`) or delete it to rebuild.",
+                              name, exc.lineno, exc.colno) from None
+        version = data.get("version", LOCK_FORMAT)
+        if version > LOCK_FORMAT:
+            raise MlfileError(f"lock format {version} is newer than this mlmake understands "
+                              f"({LOCK_FORMAT}); upgrade mlmake.", name)
+        try:
+            entries = {k: LockEntry.from_json(v) for k, v in data.get("targets", {}).items()}
+        except (KeyError, TypeError, AttributeError):
+            raise MlfileError("the lock file is malformed. Restore it from Git or delete it "
+                              "to rebuild.", name) from None
+        return cls(path, entries, text)
+
+    def render(self, keep: set[str] | None = None) -> str:
+        targets = {k: e.as_json() for k, e in sorted(self.entries.items())
+                   if keep is None or k in keep}
+        return json.dumps({"version": LOCK_FORMAT, "targets": targets}, indent=2,
+                          sort_keys=True, ensure_ascii=False) + "\n"
+
+    def write(self, keep: set[str] | None = None) -> bool:
+        """Write atomically (temp file + rename) when the content changed; True if written."""
+        text = self.render(keep)
+        if text == self._written and os.path.exists(self.path):
+            return False
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+        os.replace(tmp, self.path)
+        self._written = text
+        return True

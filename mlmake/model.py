@@ -1,0 +1,199 @@
+"""The data model: small frozen values shared by every layer (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What a target holds while it runs: CPUs, GPUs, memory in bytes, custom Ray resources."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory: int = 0
+    custom: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One buildable step after matrix expansion and `${}` interpolation.
+
+    Paths are project-relative POSIX strings without a trailing slash; `deps` may hold globs.
+    `params` lists the dotted keys the target reads (declared tables and keys used in `cmd`).
+    """
+
+    name: str
+    base: str
+    cmd: str
+    deps: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+    env: str | None = None
+    resources: Resources = Resources()
+    after: tuple[str, ...] = ()
+    desc: str = ""
+    wdir: str = "."
+    cache: bool = True
+    always: bool = False
+    persist: bool = False
+    matrix: tuple[tuple[str, str], ...] = ()
+    line: int | None = None
+
+    @property
+    def all_outs(self) -> tuple[str, ...]:
+        """Every path the target writes: outs, then metrics, then plots."""
+        return self.outs + self.metrics + self.plots
+
+    @property
+    def cached_outs(self) -> tuple[str, ...]:
+        """Outs kept in the object store and ignored by Git (metrics are committed instead)."""
+        return self.outs + self.plots
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSpec:
+    """An environment a target's command runs in: a venv or a container image."""
+
+    name: str
+    kind: str  # "venv" | "docker" | "image"
+    requirements: str | None = None
+    dockerfile: str | None = None
+    context: str | None = None
+    image: str | None = None
+    network: str = "none"
+    python: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSpec:
+    """A named shared cache location with fsspec options."""
+
+    name: str
+    url: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """A published pipeline: what a REST call builds, at which rev, with which params allowed."""
+
+    name: str
+    targets: tuple[str, ...]
+    rev: str = "HEAD"
+    params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """When an endpoint fires by itself: exactly one of every, cron, on_commit, watch."""
+
+    name: str
+    endpoint: str
+    every: float | None = None
+    cron: str | None = None
+    on_commit: str | None = None
+    watch: tuple[str, ...] = ()
+    poll: float = 10.0
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A parsed, validated Mlfile: targets in declaration order and project settings."""
+
+    path: str
+    root: str
+    targets: dict[str, Target]
+    default: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    params_files: tuple[str, ...] = ()
+    jobs: int | None = None
+    executor: str = "local"
+    remote: str | None = None
+    remotes: dict[str, RemoteSpec] = field(default_factory=dict)
+    envs: dict[str, EnvSpec] = field(default_factory=dict)
+    link: tuple[str, ...] = ("reflink", "hardlink", "copy")
+    push: bool = False
+    ray_data: str = "auto"
+    hooks: dict[str, Any] = field(default_factory=dict)
+    endpoints: dict[str, EndpointSpec] = field(default_factory=dict)
+    schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
+    variants: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a target is stale: a kind and the subject with old and new values where they apply."""
+
+    kind: str  # new|forced|always|cmd|dep|param|env|outs|out-missing|out-modified|upstream
+    subject: str = ""
+    old: Any = None
+    new: Any = None
+
+    def describe(self) -> str:
+        """One human line, e.g. `param train.lr: 0.1 → 0.2`."""
+        k, s = self.kind, self.subject
+        if k == "new":
+            return "never built"
+        if k == "forced":
+            return "forced (-B)"
+        if k == "always":
+            return "always = true"
+        if k == "cmd":
+            return "command changed"
+        if k == "env":
+            return f"environment '{s}' changed"
+        if k == "outs":
+            return "declared outs changed"
+        if k == "dep":
+            if self.old is None:
+                return f"dep added: {s}"
+            if self.new is None:
+                return f"dep missing: {s}"
+            return f"dep changed: {s}"
+        if k == "dep-removed":
+            return f"dep removed: {s}"
+        if k == "param":
+            return f"param {s}: {_fmt(self.old)} → {_fmt(self.new)}"
+        if k == "out-missing":
+            return f"out missing: {s}"
+        if k == "out-modified":
+            return f"out modified: {s}"
+        if k == "upstream":
+            return f"upstream '{s}' is stale"
+        return f"{k}: {s}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form used by `status --json`."""
+        d: dict[str, Any] = {"kind": self.kind, "message": self.describe()}
+        if self.subject:
+            d["subject"] = self.subject
+        if self.kind == "param":
+            d["old"], d["new"] = self.old, self.new
+        return d
+
+
+def _fmt(v: Any) -> str:
+    return "(unset)" if v is None else repr(v) if isinstance(v, str) else str(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one target in a build: ran, reused, uptodate, failed or blocked."""
+
+    target: str
+    status: str  # ran | reused | uptodate | failed | blocked | skipped
+    duration: float = 0.0
+    exit_code: int | None = None
+    log: str | None = None
+    message: str = ""
+    key: str | None = None
+    source: str = ""  # where a reused result came from: "local" | remote name
+
+    @property
+    def ok(self) -> bool:
+        """True for every outcome that leaves the target's outs valid."""
+        return self.status in ("ran", "reused", "uptodate")

@@ -1,0 +1,143 @@
+"""Parameter files (TOML, YAML, JSON): loading, merging and dotted-key lookups."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from mlmake.errors import MlfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_FILES = ("params.toml", "params.yaml", "params.yml", "params.json")
+_TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def parse_toml(text: str, file: str) -> dict[str, Any]:
+    """Parse TOML text, turning a syntax error into an MlfileError with line and column."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _TOML_POS.search(msg)
+        line = col = None
+        if m:
+            line, col = int(m.group(1)), int(m.group(2))
+            msg = msg[: m.start()].strip()
+        raise MlfileError(f"invalid TOML: {msg}. Fix the syntax at this position.",
+                          file, line, col) from None
+
+
+def load_file(path: str, display: str) -> dict[str, Any]:
+    """Load one params file by its extension; the top level must be a table."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise MlfileError(f"params file '{display}' does not exist. Create it or remove it "
+                          "from [project] params.", "Mlfile") from None
+    text = raw.decode("utf-8")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".toml":
+        data = parse_toml(text, display)
+    elif ext in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark else None
+            col = mark.column + 1 if mark else None
+            raise MlfileError(f"invalid YAML: {getattr(exc, 'problem', exc)}", display,
+                              line, col) from None
+    elif ext == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MlfileError(f"invalid JSON: {exc.msg}", display, exc.lineno,
+                              exc.colno) from None
+    else:
+        raise MlfileError(f"params file '{display}' must end in .toml, .yaml, .yml or .json",
+                          "Mlfile")
+    if not isinstance(data, dict):
+        raise MlfileError("the top level of a params file must be a table/mapping", display)
+    return data
+
+
+def load(root: str, files: tuple[str, ...]) -> dict[str, Any]:
+    """Load and deep-merge the params files (later files win), relative to the project root."""
+    merged: dict[str, Any] = {}
+    for rel in files:
+        _merge(merged, load_file(os.path.join(root, rel), rel))
+    return merged
+
+
+def default_files(root: str) -> tuple[str, ...]:
+    """The params files used when [project] names none: those of DEFAULT_FILES that exist."""
+    return tuple(f for f in DEFAULT_FILES if os.path.isfile(os.path.join(root, f)))
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested tables into dotted keys; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+_MISSING = object()
+
+
+def lookup(data: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key (a table for a prefix), or KeyError."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
+def select(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Flattened values of the given keys; a table key covers all its children."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        value = lookup(data, key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+def all_keys(data: dict[str, Any]) -> list[str]:
+    """Every dotted key, tables included, for 'did you mean' suggestions."""
+    keys: list[str] = []
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for k, v in node.items():
+            keys.append(prefix + k)
+            if isinstance(v, dict):
+                walk(v, prefix + k + ".")
+
+    walk(data, "")
+    return keys

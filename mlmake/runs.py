@@ -1,0 +1,158 @@
+"""Run records: every build and every target outcome, in SQLite under .mlmake/."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS builds (
+  id TEXT PRIMARY KEY, trigger TEXT NOT NULL, commit_sha TEXT, started REAL NOT NULL,
+  finished REAL, status TEXT NOT NULL, params TEXT, targets TEXT, summary TEXT,
+  host TEXT, executor TEXT, endpoint TEXT, message TEXT
+);
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, build TEXT NOT NULL, target TEXT NOT NULL,
+  key TEXT, outcome TEXT NOT NULL, started REAL NOT NULL, duration REAL NOT NULL,
+  commit_sha TEXT, host TEXT, executor TEXT, exit_code INTEGER, log TEXT, source TEXT,
+  message TEXT, outs TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_target ON runs (target, started);
+CREATE INDEX IF NOT EXISTS runs_build ON runs (build);
+CREATE INDEX IF NOT EXISTS builds_started ON builds (started);
+"""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One target's outcome in one build."""
+
+    build: str
+    target: str
+    key: str | None
+    outcome: str
+    started: float
+    duration: float
+    commit: str | None
+    host: str
+    executor: str
+    exit_code: int | None = None
+    log: str | None = None
+    source: str = ""
+    message: str = ""
+    outs: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return d
+
+
+class RunStore:
+    """SQLite-backed history; safe to share between threads and processes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.host = socket.gethostname()
+        self._local = threading.local()
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._local.db = db
+        return db
+
+    def start_build(self, build_id: str, trigger: str, commit: str | None, started: float,
+                    targets: list[str], executor: str, params: dict[str, Any] | None = None,
+                    endpoint: str | None = None, status: str = "running") -> None:
+        self._db().execute(
+            "INSERT OR REPLACE INTO builds (id, trigger, commit_sha, started, status, params, "
+            "targets, host, executor, endpoint) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (build_id, trigger, commit, started, status, json.dumps(params or {}),
+             json.dumps(targets), self.host, executor, endpoint))
+
+    def update_build(self, build_id: str, **fields: Any) -> None:
+        cols = {"commit": "commit_sha"}
+        sets, values = [], []
+        for k, v in fields.items():
+            sets.append(f"{cols.get(k, k)} = ?")
+            values.append(json.dumps(v) if k in ("summary", "params", "targets") else v)
+        self._db().execute(f"UPDATE builds SET {', '.join(sets)} WHERE id = ?",
+                           (*values, build_id))
+
+    def add(self, rec: RunRecord) -> None:
+        self._db().execute(
+            "INSERT INTO runs (build, target, key, outcome, started, duration, commit_sha, host, "
+            "executor, exit_code, log, source, message, outs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (rec.build, rec.target, rec.key, rec.outcome, rec.started, rec.duration, rec.commit,
+             rec.host, rec.executor, rec.exit_code, rec.log, rec.source, rec.message,
+             json.dumps(rec.outs) if rec.outs is not None else None))
+
+    def runs(self, target: str | None = None, limit: int = 50,
+             build: str | None = None) -> list[RunRecord]:
+        """Target runs, newest first; filtered by target name or matrix base, or by build."""
+        sql = "SELECT build, target, key, outcome, started, duration, commit_sha, host, " \
+              "executor, exit_code, log, source, message, outs FROM runs"
+        args: list[Any] = []
+        if target:
+            sql += " WHERE (target = ? OR target LIKE ?)"
+            args += [target, target + "@%"]
+        elif build:
+            sql += " WHERE build = ?"
+            args.append(build)
+        sql += " ORDER BY started DESC, id DESC LIMIT ?"
+        args.append(limit)
+        if not os.path.exists(self.path):
+            return []
+        rows = self._db().execute(sql, args).fetchall()
+        return [RunRecord(*r[:13], outs=json.loads(r[13]) if r[13] else None) for r in rows]
+
+    def builds(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Builds, newest first, as JSON-ready dicts."""
+        if not os.path.exists(self.path):
+            return []
+        rows = self._db().execute(
+            "SELECT id, trigger, commit_sha, started, finished, status, params, targets, "
+            "summary, host, executor, endpoint, message FROM builds ORDER BY started DESC "
+            "LIMIT ?", (limit,)).fetchall()
+        return [_build_dict(r) for r in rows]
+
+    def build(self, build_id: str) -> dict[str, Any] | None:
+        if not os.path.exists(self.path):
+            return None
+        r = self._db().execute(
+            "SELECT id, trigger, commit_sha, started, finished, status, params, targets, "
+            "summary, host, executor, endpoint, message FROM builds WHERE id = ?",
+            (build_id,)).fetchone()
+        return _build_dict(r) if r else None
+
+    def durations(self, targets: list[str]) -> dict[str, float]:
+        """Median-ish past duration (mean of the last 5 ran) per target, for estimates."""
+        if not os.path.exists(self.path) or not targets:
+            return {}
+        out: dict[str, float] = {}
+        db = self._db()
+        for t in targets:
+            rows = db.execute("SELECT duration FROM runs WHERE target = ? AND outcome = 'ran' "
+                              "ORDER BY started DESC LIMIT 5", (t,)).fetchall()
+            if rows:
+                out[t] = sum(r[0] for r in rows) / len(rows)
+        return out
+
+
+def _build_dict(r: tuple[Any, ...]) -> dict[str, Any]:
+    keys = ("id", "trigger", "commit", "started", "finished", "status", "params", "targets",
+            "summary", "host", "executor", "endpoint", "message")
+    d = dict(zip(keys, r))
+    for k in ("params", "targets", "summary"):
+        d[k] = json.loads(d[k]) if d[k] else ({} if k != "targets" else [])
+    return d

@@ -1,0 +1,105 @@
+"""Shared fixtures: a real temporary Git repository driven through the real mlmake CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MLMAKE = [sys.executable, "-m", "mlmake"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+class Repo:
+    """A temporary Git repository with helpers that read like usage."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", "main")
+        self.git("config", "user.email", "test@example.com")
+        self.git("config", "user.name", "Test")
+        self.git("config", "commit.gpgsign", "false")
+
+    def write(self, files: dict[str, str | bytes]) -> None:
+        """Write files (text is dedented) relative to the repository root."""
+        for rel, content in files.items():
+            p = self.path / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                p.write_bytes(content)
+            else:
+                p.write_text(textwrap.dedent(content))
+
+    def read(self, rel: str) -> str:
+        return (self.path / rel).read_text()
+
+    def exists(self, rel: str) -> bool:
+        return (self.path / rel).exists()
+
+    def git(self, *args: str, check: bool = True) -> str:
+        r = subprocess.run(["git", *args], cwd=self.path, capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} failed: {r.stderr}")
+        return r.stdout
+
+    def commit(self, msg: str = "commit") -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", msg)
+        return self.git("rev-parse", "HEAD").strip()
+
+    def mlmake(self, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 120) -> Result:
+        full_env = dict(os.environ)
+        full_env.pop("CUDA_VISIBLE_DEVICES", None)
+        full_env.update(env or {})
+        r = subprocess.run([*MLMAKE, *args], cwd=self.path, capture_output=True, text=True,
+                           env=full_env, timeout=timeout)
+        return Result(r.returncode, r.stdout, r.stderr)
+
+    def runs(self) -> list[dict[str, Any]]:
+        r = self.mlmake("runs", "--json", "-n", "1000")
+        assert r.code == 0, r.text
+        return r.json()
+
+    def executed(self) -> list[str]:
+        """Targets whose command ran, according to the run records."""
+        return [r["target"] for r in self.runs() if r["outcome"] == "ran"]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return Repo(tmp_path / "repo")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GIT_DIR", raising=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
