@@ -13,11 +13,14 @@ from typing import Any
 from mlmake import events as ev
 from mlmake.executors.base import Executor, Job
 from mlmake.graph import Graph
-from mlmake.hashing import Hasher
+from mlmake.hashing import Entry, Hasher
 from mlmake.lockfile import Lock
+from mlmake.errors import StoreError
 from mlmake.model import Outcome, Pipeline, Target
-from mlmake.plan import Checker, TargetState
+from mlmake.plan import Checker, Lookahead, TargetState
+from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
+from mlmake.store import Store
 
 
 @dataclass
@@ -35,9 +38,13 @@ class BuildContext:
     runs: RunStore
     log_dir: str
     commit: str | None
+    store: Store
+    runcache: RunCache
+    lookahead: Lookahead | None = None
     forced: set[str] = field(default_factory=set)
     estimates: dict[str, float] = field(default_factory=dict)
     mutex: threading.Lock = field(default_factory=threading.Lock)
+    ran: set[str] = field(default_factory=set)
 
 
 class Builder:
@@ -51,8 +58,15 @@ class Builder:
         ctx = self.ctx
         t = ctx.graph.targets[name]
         started = time.time()
-        state = ctx.checker.state(t, force=name in ctx.forced)
-        if not state.stale:
+        forced = name in ctx.forced
+        la = ctx.lookahead
+        if la is not None and name in la.states and not (ctx.graph.data_up[name] & ctx.ran):
+            state = la.states[name]  # nothing upstream ran since the lookahead hashed it
+        else:
+            state = ctx.checker.state(t, force=forced)
+        needed = la is None or name in la.needed
+        if not state.stale or (not needed and all(r.kind == "out-missing"
+                                                  for r in state.reasons)):
             outcome = Outcome(name, "uptodate", key=state.key)
             ctx.reporter.emit(ev.TargetFinished(outcome))
             return outcome
@@ -61,7 +75,59 @@ class Builder:
             return self._finish(t, Outcome(name, "failed", key=None, message=(
                 f"dep '{missing[0]}' is missing after its upstream ran; check that the "
                 "upstream target writes it")), started, state)
+        recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)
+        if recs is not None:
+            try:
+                outcome = self.reuse(t, state, recs, materialize=needed, started=started)
+            except StoreError as exc:
+                ctx.reporter.emit(ev.Notice(f"{t.name}: {exc} Running it instead.",
+                                            "warning"))
+            else:
+                return outcome
+        try:
+            self.materialize_inputs(t)
+        except StoreError as exc:
+            return self._finish(t, Outcome(name, "failed", key=state.key,
+                                           message=str(exc)), started, state)
         return self.execute(t, state, gpus, started)
+
+    def reuse(self, t: Target, state: TargetState, recs: dict[str, dict[str, Any]],
+              materialize: bool, started: float) -> Outcome:
+        """Restore a target's outs from the store (or only record them when nothing needs
+        them in the work tree) instead of running it."""
+        ctx = self.ctx
+        root = ctx.pipeline.root
+        if materialize:
+            for out in t.all_outs:
+                for oid in ctx.store.missing(recs[out]):
+                    raise StoreError(f"'{out}' is not in the cache (object {oid[:12]}…)")
+            for out in t.all_outs:
+                rec = recs[out]
+                if ctx.hasher.path(out) == rec["hash"]:
+                    continue
+                if out in t.metrics:
+                    ctx.store.export(rec, os.path.join(root, out))
+                else:
+                    ctx.store.restore(out, rec)
+        with ctx.mutex:
+            ctx.lock.entries[t.name] = state.entry(t.cmd, recs)
+            ctx.lock.write(set(ctx.pipeline.targets))
+        return self._finish(t, Outcome(t.name, "reused", key=state.key, source="local",
+                                       message="" if materialize else "not materialized"),
+                            started, state, recs)
+
+    def materialize_inputs(self, t: Target) -> None:
+        """Restore any upstream out this target reads that is not in the work tree."""
+        ctx = self.ctx
+        for u in ctx.graph.data_up[t.name]:
+            entry = ctx.lock.entries.get(u)
+            if entry is None:
+                continue
+            ut = ctx.graph.targets[u]
+            for out, rec in entry.outs.items():
+                if out in ut.metrics or ctx.hasher.path(out) == rec["hash"]:
+                    continue
+                ctx.store.restore(out, rec)
 
     def execute(self, t: Target, state: TargetState, gpus: tuple[str, ...],
                 started: float) -> Outcome:
@@ -69,6 +135,10 @@ class Builder:
         if not t.persist:
             for out in t.all_outs:
                 _remove(os.path.join(ctx.pipeline.root, out))
+        else:
+            for out in t.all_outs:
+                if os.path.exists(os.path.join(ctx.pipeline.root, out)):
+                    ctx.store.unprotect(out)
         for out in t.all_outs:
             os.makedirs(os.path.dirname(os.path.join(ctx.pipeline.root, out)) or ".",
                         exist_ok=True)
@@ -84,22 +154,37 @@ class Builder:
             return self._finish(t, Outcome(t.name, "failed", duration, result.exit_code,
                                            log_path, result.message, state.key),
                                 started, state)
-        outs, missing = self.hash_outs(t)
+        outs, missing, entries_of = self.hash_outs(t)
         if missing:
             return self._finish(t, Outcome(
                 t.name, "failed", duration, 0, log_path,
                 f"the command succeeded but did not write '{missing[0]}'; fix the command or "
                 "the target's outs", state.key), started, state)
+        if t.cache:
+            self.save(t, outs, entries_of)
+            ctx.runcache.put(state.key, t.name, outs)  # type: ignore[arg-type]
         with ctx.mutex:
+            ctx.ran.add(t.name)
             ctx.lock.entries[t.name] = state.entry(t.cmd, outs)
             ctx.lock.write(set(ctx.pipeline.targets))
         return self._finish(t, Outcome(t.name, "ran", duration, 0, log_path, key=state.key),
                             started, state, outs)
 
-    def hash_outs(self, t: Target) -> tuple[dict[str, dict[str, Any]], list[str]]:
-        """Hash every out of `t` as it is in the work tree; also list the missing ones."""
+    def save(self, t: Target, outs: dict[str, dict[str, Any]],
+             entries_of: dict[str, list[Entry]]) -> None:
+        """Put a target's fresh outs into the store; cached outs are linked back read-only,
+        metrics stay ordinary files (they are committed to Git)."""
+        ctx = self.ctx
+        for out, rec in outs.items():
+            ctx.store.save_out(out, rec, entries_of.get(out), link=out not in t.metrics)
+
+    def hash_outs(self, t: Target) -> tuple[dict[str, dict[str, Any]], list[str],
+                                            dict[str, list[Entry]]]:
+        """Hash every out of `t` as it is in the work tree; also list the missing ones and
+        the manifests of directory outs."""
         outs: dict[str, dict[str, Any]] = {}
         missing: list[str] = []
+        entries_of: dict[str, list[Entry]] = {}
         for out in t.all_outs:
             full = os.path.join(self.ctx.pipeline.root, out)
             try:
@@ -109,13 +194,16 @@ class Builder:
                 continue
             if stat_mod.S_ISDIR(st.st_mode):
                 digest, entries = self.ctx.hasher.tree(out, manifest=True)
+                entries_of[out] = entries
                 size = sum(os.path.getsize(os.path.join(full, e.path)) for e in entries)
                 outs[out] = {"hash": digest, "type": "dir", "files": len(entries),
                              "size": size}
             else:
                 outs[out] = {"hash": self.ctx.hasher.file(out, st), "type": "file",
                              "size": st.st_size}
-        return outs, missing
+                if st.st_mode & 0o111:
+                    outs[out]["exec"] = True
+        return outs, missing, entries_of
 
     def _finish(self, t: Target, outcome: Outcome, started: float, state: TargetState,
                 outs: dict[str, dict[str, Any]] | None = None) -> Outcome:

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import os
+import stat as stat_mod
+
 from mlmake import params as params_mod
 from mlmake.envs import spec_digest
+from mlmake.errors import StoreError
 from mlmake.graph import Graph
-from mlmake.hashing import Hasher, target_key
+from mlmake.hashing import Entry, Hasher, is_glob, target_key, tree_digest
 from mlmake.lockfile import Lock, LockEntry
 from mlmake.model import Pipeline, Reason, Target
 
@@ -51,12 +55,77 @@ class Plan:
 class Checker:
     """Computes target states against the lock; shared by planning and by the scheduler."""
 
-    def __init__(self, pipeline: Pipeline, graph: Graph, lock: Lock, hasher: Hasher) -> None:
+    def __init__(self, pipeline: Pipeline, graph: Graph, lock: Lock, hasher: Hasher,
+                 store: Any = None) -> None:
         self.pipeline = pipeline
         self.graph = graph
         self.lock = lock
+        self.entries: dict[str, LockEntry] = lock.entries
         self.hasher = hasher
+        self.store = store
         self._env_digests: dict[str, str] = {}
+
+    def dep_hash(self, t: Target, dep: str) -> str | None:
+        """A dep's hash; deps produced by other targets are hashed from their recorded outs
+        (so an upstream's outs need not be in the work tree), the rest from the files."""
+        producers = self.graph.dep_producers.get((t.name, dep))
+        if producers and not is_glob(dep):
+            try:
+                virtual = self._virtual(dep, producers)
+            except StoreError:
+                virtual = _NO
+            if virtual is not _NO:
+                return virtual  # type: ignore[return-value]
+        return self.hasher.dep(dep)
+
+    def _virtual(self, dep: str, producers: set[str]) -> object:
+        recs: dict[str, dict[str, Any]] = {}
+        for p in producers:
+            e = self.entries.get(p)
+            if e is None:
+                return _NO
+            recs.update(e.outs)
+        if dep in recs:
+            return recs[dep]["hash"]
+        for out, rec in recs.items():
+            if dep.startswith(out + "/"):  # a dep inside a directory out
+                entries = self._manifest(rec)
+                if entries is None:
+                    return _NO
+                inner = dep[len(out) + 1:]
+                for e in entries:
+                    if e.path == inner:
+                        return e.hash
+                sub = [Entry(e.path[len(inner) + 1:], e.hash, e.executable) for e in entries
+                       if e.path.startswith(inner + "/")]
+                return tree_digest(sub) if sub else None
+        inside = {o: r for o, r in recs.items() if o.startswith(dep + "/")}
+        if not inside:
+            return _NO
+        entries: list[Entry] = []
+        for o, r in inside.items():
+            rel = o[len(dep) + 1:]
+            if r.get("type") == "dir":
+                m = self._manifest(r)
+                if m is None:
+                    return _NO
+                entries += [Entry(f"{rel}/{e.path}", e.hash, e.executable) for e in m]
+            else:
+                entries.append(Entry(rel, r["hash"], bool(r.get("exec"))))
+        full = os.path.join(self.hasher.root, dep)
+        if os.path.isdir(full):
+            for path, st in self.hasher._walk(dep):
+                if any(path == o[len(dep) + 1:] or path.startswith(o[len(dep) + 1:] + "/")
+                       for o in inside):
+                    continue
+                entries.append(Entry(path, self.hasher.file(f"{dep}/{path}", st),
+                                     bool(st.st_mode & 0o111)))
+        return tree_digest(entries)
+
+    def _manifest(self, rec: dict[str, Any]) -> list[Entry] | None:
+        if rec.get("type") != "dir" or self.store is None:
+            return None
+        return self.store.manifest(rec["hash"])
 
     def env_digest(self, name: str | None) -> str | None:
         if name is None:
@@ -68,12 +137,12 @@ class Checker:
     def state(self, t: Target, force: bool = False, upstream: tuple[str, ...] = ()
               ) -> TargetState:
         """The target's state now: key from current inputs, reasons against its lock entry."""
-        deps = {d: self.hasher.dep(d) for d in t.deps}
+        deps = {d: self.dep_hash(t, d) for d in t.deps}
         values = params_mod.select(self.pipeline.params, t.params)
         env = self.env_digest(t.env)
         key = None if any(v is None for v in deps.values()) else \
             target_key(t.cmd, t.wdir, deps, values, env, t.all_outs)  # type: ignore[arg-type]
-        old = self.lock.entries.get(t.name)
+        old = self.entries.get(t.name)
         reasons: list[Reason] = []
         if force:
             reasons.append(Reason("forced"))
@@ -102,16 +171,93 @@ class Checker:
                 reasons.append(Reason("out-modified", out))
         return reasons
 
-    def plan(self, names: set[str], force: bool = False) -> Plan:
-        """States of `names` in build order; stale upstreams make their dependents stale."""
+    def plan(self, names: set[str], force: bool = False,
+             requested: set[str] | None = None) -> Plan:
+        """States of `names` in build order; stale upstreams make their dependents stale.
+
+        An intermediate target (not in `requested`) whose only problem is that its outs are
+        not in the work tree is not stale while nothing downstream needs them, like make's
+        intermediate files: its recorded outs still define its dependents' keys.
+        """
         order = self.graph.order(names)
+        own = {n: self.state(self.graph.targets[n], force) for n in order}
+        benign = self._intermediates(order, names, own, requested)
         plan = Plan(order)
         for n in order:
-            t = self.graph.targets[n]
+            st = own[n]
+            if n in benign:
+                st = TargetState(n, st.key, st.deps, st.params, st.env, ())
             ups = tuple(sorted(u for u in self.graph.data_up[n]
                                if u in plan.states and plan.states[u].stale))
-            plan.states[n] = self.state(t, force, ups)
+            if ups:
+                st = TargetState(n, st.key, st.deps, st.params, st.env,
+                                 st.reasons + tuple(Reason("upstream", u) for u in ups))
+            plan.states[n] = st
         return plan
+
+    def _intermediates(self, order: list[str], names: set[str], own: dict[str, TargetState],
+                       requested: set[str] | None) -> set[str]:
+        if requested is None:
+            return set()
+        benign: set[str] = set()
+        for n in reversed(order):
+            st = own[n]
+            if n in requested or not st.reasons or \
+                    any(r.kind != "out-missing" for r in st.reasons):
+                continue
+            if self.graph.targets[n].metrics:
+                continue
+            if all(not own[d].stale or d in benign for d in self.graph.down[n] if d in names):
+                benign.add(n)
+        return benign
+
+    def lookahead(self, names: set[str], requested: set[str], runcache: Any,
+                  force: bool) -> "Lookahead":
+        """Predict, without running anything, which stale targets the run cache can serve and
+        which must run; a target's outs are `needed` when it was asked for or when a target
+        that must run reads them. Recorded outs stand in for unbuilt upstream outs."""
+        saved = self.entries
+        self.entries = dict(saved)
+        try:
+            order = self.graph.order(names)
+            states: dict[str, TargetState] = {}
+            reusable: dict[str, dict[str, dict[str, Any]]] = {}
+            must_run: set[str] = set()
+            for n in order:
+                t = self.graph.targets[n]
+                st = self.state(t, force)
+                states[n] = st
+                if any(u in must_run for u in self.graph.data_up[n]):
+                    must_run.add(n)
+                    continue
+                if not st.stale:
+                    continue
+                recs = self.cached_outs(t, st, runcache, force)
+                if recs is None:
+                    must_run.add(n)
+                else:
+                    reusable[n] = recs
+                    self.entries[n] = st.entry(t.cmd, recs)
+            needed = set(requested)
+            for n in must_run:
+                needed |= self.graph.data_up[n]
+            return Lookahead(states, reusable, must_run, needed)
+        finally:
+            self.entries = saved
+
+    def cached_outs(self, t: Target, st: TargetState, runcache: Any,
+                    force: bool) -> dict[str, dict[str, Any]] | None:
+        """Out records a stale target can be restored from: its run-cache entry, or its lock
+        entry when only its outs went missing or were edited."""
+        if force or t.always or not t.cache or st.key is None or runcache is None:
+            return None
+        old = self.entries.get(t.name)
+        if old is not None and old.key == st.key and set(old.outs) == set(t.all_outs):
+            return old.outs
+        recs = runcache.get(st.key)
+        if recs is not None and set(recs) == set(t.all_outs):
+            return recs
+        return None
 
 
 def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[str, Any],
@@ -135,3 +281,14 @@ def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[s
 
 
 _UNSET = object()
+_NO = object()
+
+
+@dataclass
+class Lookahead:
+    """The run cache's prediction for a build (see Checker.lookahead)."""
+
+    states: dict[str, TargetState]
+    reusable: dict[str, dict[str, dict[str, Any]]]
+    must_run: set[str]
+    needed: set[str]

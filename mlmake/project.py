@@ -25,7 +25,9 @@ from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
 from mlmake.model import Outcome, Pipeline
 from mlmake.plan import Checker, Plan
+from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
+from mlmake.store import Store
 
 MLFILE = "Mlfile"
 STATE_DIR = ".mlmake"
@@ -97,16 +99,30 @@ class Project:
                 fh.write("# mlmake's cache, stat cache, logs and run records\n*\n")
         return os.path.join(self.state_dir, *parts)
 
-    def select(self, targets: tuple[str, ...] | list[str] = ()) -> set[str]:
-        """Requested targets (default: [project] default, else every final target) and
-        everything upstream of them."""
+    def requested(self, targets: tuple[str, ...] | list[str] = ()) -> set[str]:
+        """The targets asked for (default: [project] default, else every final target)."""
         g = self.graph
         wanted = tuple(targets) or self.pipeline.default or tuple(g.roots())
-        return g.upstream_closure(g.resolve(wanted, self.root))
+        return g.resolve(wanted, self.root)
+
+    def select(self, targets: tuple[str, ...] | list[str] = ()) -> set[str]:
+        """The requested targets and everything upstream of them."""
+        return self.graph.upstream_closure(self.requested(targets))
 
     def _checker(self, lock: Lock | None = None) -> Checker:
-        hasher = Hasher(self.root, StatCache(self.state_path("statcache")))
-        return Checker(self.pipeline, self.graph, lock or Lock.read(self.lock_path), hasher)
+        stats = StatCache(self.state_path("statcache"))
+        hasher = Hasher(self.root, stats)
+        return Checker(self.pipeline, self.graph, lock or Lock.read(self.lock_path), hasher,
+                       self.store(stats))
+
+    def store(self, stats: StatCache | None = None) -> Store:
+        """The local object store (outs linked into this project's work tree)."""
+        return Store(self.state_path("cache"), self.root,
+                     stats or StatCache(self.state_path("statcache")), self.pipeline.link)
+
+    @property
+    def runcache(self) -> RunCache:
+        return RunCache(self.state_path("runcache"))
 
     @property
     def runs_store(self) -> RunStore:
@@ -115,10 +131,11 @@ class Project:
     # -- queries ----------------------------------------------------------------------------
     def status(self, targets: tuple[str, ...] | list[str] = ()) -> Plan:
         """Every selected target's state and, for stale ones, why."""
-        names = self.select(targets)
+        requested = self.requested(targets)
+        names = self.graph.upstream_closure(requested)
         self.graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path))
         checker = self._checker()
-        plan = checker.plan(names)
+        plan = checker.plan(names, requested=requested)
         checker.hasher.cache.save()
         return plan
 
@@ -144,10 +161,11 @@ class Project:
         """Bring the selected targets up to date; failures are outcomes, not exceptions."""
         reporter = reporter or ev.NullReporter()
         pipeline, graph = self.pipeline, self.graph
-        names = self.select(targets)
+        requested = self.requested(targets)
+        names = graph.upstream_closure(requested)
         graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path))
         if dry_run:
-            plan = self._checker().plan(names, force)
+            plan = self._checker().plan(names, force, requested=requested)
             return BuildResult("dry-run", plan=plan)
         exec_name = executor or pipeline.executor
         runner = make_executor(exec_name, **(executor_options or {}))
@@ -158,12 +176,13 @@ class Project:
                 _check_fits(pipeline, names, cap)
             njobs = jobs or pipeline.jobs or max(1, int(cap.cpus))
             with self._project_lock(wait, reporter):
-                return self._build(names, runner, cap, njobs, keep_going, force, reporter,
-                                   trigger)
+                return self._build(names, requested, runner, cap, njobs, keep_going, force,
+                                   reporter, trigger)
         finally:
             runner.close()
 
-    def _build(self, names: set[str], runner: Any, cap: Capacity, jobs: int,
+    def _build(self, names: set[str], requested: set[str], runner: Any, cap: Capacity,
+               jobs: int,
                keep_going: bool, force: bool, reporter: ev.Reporter, trigger: str
                ) -> BuildResult:
         from mlmake import git
@@ -175,12 +194,15 @@ class Project:
         runs = self.runs_store
         commit = git.head_commit(self.root)
         order = self.graph.order(names)
+        runcache = self.runcache
+        lookahead = checker.lookahead(names, requested, runcache, force)
         started = time.time()
         runs.start_build(build_id, trigger, commit, started, order, runner.name)
         ctx = BuildContext(build_id=build_id, pipeline=self.pipeline, graph=self.graph,
                            lock=lock, checker=checker, hasher=checker.hasher, executor=runner,
                            reporter=reporter, runs=runs,
                            log_dir=self.state_path("logs", build_id), commit=commit,
+                           store=checker.store, runcache=runcache, lookahead=lookahead,
                            forced=set(names) if force else set(),
                            estimates=runs.durations(order))
         reporter.emit(ev.BuildStarted(build_id, tuple(order), (), jobs, runner.name))

@@ -124,8 +124,9 @@ def test_deleted_or_modified_out_makes_the_target_stale(built, damage):
     st = built.mlmake("status")
     assert st.code == 1 and reason in st.out
     r = built.mlmake()
-    assert "evaluate" in ran(built, r)
+    assert r.code == 0, r.text
     assert built.read("score.txt").strip() == "12"
+    assert built.mlmake("status").code == 0
 
 
 def test_matrix_variant_and_base_selection(built):

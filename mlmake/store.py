@@ -1,0 +1,363 @@
+"""The local content-addressed object store and the links from it into the work tree.
+
+Objects live under .mlmake/cache/ in dvc-objects' layout (`ab/cdef…`), addressed by xxh3-128;
+a directory out is a manifest object `<tree hash>.dir` listing (path, hash, exec). Objects are
+read-only. Every object is verified against its name before it is linked: a stat signature
+recorded when it was written or last verified makes that free for untouched objects.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat as stat_mod
+import tempfile
+from typing import Any, Iterable, Iterator
+
+from mlmake.errors import StoreError
+from mlmake.hashing import Entry, StatCache, hash_file, tree_digest
+
+MANIFEST_SUFFIX = ".dir"
+_RO = 0o444
+_RO_EXEC = 0o555
+
+
+class CorruptObjectError(StoreError):
+    """A cache object's content does not match its hash; it has been removed."""
+
+    def __init__(self, oid: str, out: str, found: str) -> None:
+        self.oid = oid
+        self.out = out
+        super().__init__(
+            f"the cached copy of '{out}' is corrupt (object {oid[:12]}… hashes to "
+            f"{found[:12]}…); it was removed from the cache and nothing was linked. Rebuild "
+            "it with `mlmake -B TARGET`, or fetch it again with `mlmake pull`.")
+
+
+class MissingObjectError(StoreError):
+    """An object an out needs is not in the local store."""
+
+    def __init__(self, oid: str, out: str) -> None:
+        self.oid = oid
+        self.out = out
+        super().__init__(f"'{out}' is not in the cache (object {oid[:12]}…). Fetch it with "
+                         "`mlmake pull`, or rebuild it with `mlmake TARGET`.")
+
+
+class Store:
+    """Objects under `path`; `root` is the work tree outs are linked into."""
+
+    def __init__(self, path: str, root: str, stat_cache: StatCache,
+                 link_types: tuple[str, ...] = ("reflink", "hardlink", "copy")) -> None:
+        from dvc_objects.db import ObjectDB
+        from dvc_objects.fs.local import LocalFileSystem
+
+        self.path = path
+        self.root = root
+        self.stats = stat_cache
+        self.link_types = link_types
+        self.odb = ObjectDB(LocalFileSystem(), path)
+        self._link: str | None = None
+        self._made: set[str] = set()
+
+    # -- objects ----------------------------------------------------------------------------
+    def object_path(self, oid: str) -> str:
+        return os.path.join(self.path, oid[:2], oid[2:])
+
+    def has(self, oid: str) -> bool:
+        return os.path.exists(self.object_path(oid))
+
+    def _stat_key(self, oid: str) -> str:
+        return f"\x00obj/{oid}"
+
+    def verify(self, oid: str, out: str = "") -> None:
+        """Raise CorruptObjectError (removing the object) unless it hashes to `oid`."""
+        path = self.object_path(oid)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise MissingObjectError(oid, out or oid) from None
+        key = self._stat_key(oid)
+        if self.stats.get(key, st) == oid:
+            return
+        found = hash_file(path)
+        if found != oid:
+            self.remove(oid)
+            raise CorruptObjectError(oid, out or oid, found)
+        self.stats.put(key, st, oid, self.stats_now())
+
+    def stats_now(self) -> int:
+        import time
+
+        return time.time_ns()
+
+    def add_file(self, src: str, oid: str, executable: bool, move: bool = True) -> None:
+        """Put the file at `src` into the store as `oid` (moved when allowed, else copied).
+
+        The object appears atomically: it is written under a temporary name and renamed.
+        """
+        dest = self.object_path(oid)
+        if os.path.exists(dest):
+            return
+        self._mkdir(os.path.dirname(dest))
+        tmp = f"{dest}.{os.getpid()}.{id(src)}.tmp"
+        try:
+            if move:
+                os.link(src, tmp)
+            else:
+                shutil.copyfile(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.chmod(tmp, _RO_EXEC if executable else _RO)
+        os.replace(tmp, dest)
+        st = os.stat(dest)
+        self.stats.put(self._stat_key(oid), st, oid, self.stats_now())
+
+    def add_bytes(self, oid: str, data: bytes) -> None:
+        dest = self.object_path(oid)
+        if os.path.exists(dest):
+            return
+        self._mkdir(os.path.dirname(dest))
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, _RO)
+        os.replace(tmp, dest)
+
+    def add_manifest(self, entries: list[Entry]) -> str:
+        """Store a directory manifest; returns the tree hash it is named by."""
+        digest = tree_digest(entries)
+        data = json.dumps([[e.path, e.hash, e.executable] for e in sorted(entries)],
+                          separators=(",", ":")).encode()
+        self.add_bytes(digest + MANIFEST_SUFFIX, data)
+        return digest
+
+    def manifest(self, tree_oid: str) -> list[Entry] | None:
+        """The entries of a directory out, verified against its hash; None if not stored."""
+        path = self.object_path(tree_oid + MANIFEST_SUFFIX)
+        try:
+            with open(path, "rb") as fh:
+                raw = json.loads(fh.read())
+            entries = [Entry(p, h, bool(x)) for p, h, x in raw]
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError):
+            self.remove(tree_oid + MANIFEST_SUFFIX)
+            raise CorruptObjectError(tree_oid + MANIFEST_SUFFIX, tree_oid, "unreadable") \
+                from None
+        found = tree_digest(entries)
+        if found != tree_oid:
+            self.remove(tree_oid + MANIFEST_SUFFIX)
+            raise CorruptObjectError(tree_oid + MANIFEST_SUFFIX, tree_oid, found)
+        return entries
+
+    def remove(self, oid: str) -> None:
+        try:
+            os.unlink(self.object_path(oid))
+        except FileNotFoundError:
+            pass
+
+    def all_oids(self) -> Iterator[str]:
+        """Every object in the store (dvc-objects' listing)."""
+        if not os.path.isdir(self.path):
+            return iter(())
+        return (oid for oid in self.odb.all() if not oid.endswith(".tmp"))
+
+    def _mkdir(self, d: str) -> None:
+        if d not in self._made:
+            os.makedirs(d, exist_ok=True)
+            self._made.add(d)
+
+    # -- outs -------------------------------------------------------------------------------
+    def record_oids(self, record: dict[str, Any]) -> list[str]:
+        """Every object an out record needs (manifest and files for directories)."""
+        if record.get("type") == "dir":
+            entries = self.manifest(record["hash"])
+            if entries is None:
+                return [record["hash"] + MANIFEST_SUFFIX]
+            return [record["hash"] + MANIFEST_SUFFIX] + [e.hash for e in entries]
+        return [record["hash"]]
+
+    def missing(self, record: dict[str, Any]) -> list[str]:
+        """Objects of an out record that the store lacks."""
+        if record.get("type") == "dir" and not self.has(record["hash"] + MANIFEST_SUFFIX):
+            return [record["hash"] + MANIFEST_SUFFIX]
+        return [o for o in self.record_oids(record) if not self.has(o)]
+
+    def save_out(self, out: str, record: dict[str, Any], entries: list[Entry] | None,
+                 link: bool = True) -> None:
+        """Move a freshly built out into the store and link it back into the work tree."""
+        full = os.path.join(self.root, out)
+        if record["type"] == "dir":
+            assert entries is not None
+            for e in entries:
+                self._save_file(os.path.join(full, e.path), e.hash, e.executable, link)
+            self.add_manifest(entries)
+        else:
+            self._save_file(full, record["hash"], bool(record.get("exec")), link)
+
+    def _save_file(self, path: str, oid: str, executable: bool, link: bool) -> None:
+        self.add_file(path, oid, executable, move=True)
+        if not link:
+            return
+        obj = self.object_path(oid)
+        try:
+            if os.path.samefile(obj, path):
+                return
+        except FileNotFoundError:
+            pass
+        self._place(obj, path)
+
+    def restore(self, out: str, record: dict[str, Any], stat_key_prefix: str = "") -> int:
+        """Link an out from the store into the work tree, replacing what is there.
+
+        Every object is verified first, so a corrupt object never reaches the work tree;
+        the work tree is only touched once all objects are known good. Returns files linked.
+        """
+        full = os.path.join(self.root, out)
+        if record.get("type") == "dir":
+            entries = self.manifest(record["hash"])
+            if entries is None:
+                raise MissingObjectError(record["hash"] + MANIFEST_SUFFIX, out)
+            for e in entries:
+                self.verify(e.hash, f"{out}/{e.path}")
+            _remove(full)
+            os.makedirs(full, exist_ok=True)
+            made = {full}
+            for e in entries:
+                dest = os.path.join(full, e.path)
+                parent = os.path.dirname(dest)
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
+                self._link_new(self.object_path(e.hash), dest)
+                self._note(f"{out}/{e.path}", dest, e.hash)
+            return len(entries)
+        self.verify(record["hash"], out)
+        _remove(full)
+        os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
+        self._link_new(self.object_path(record["hash"]), full)
+        self._note(out, full, record["hash"])
+        return 1
+
+    def export(self, record: dict[str, Any], dest: str, inner: str = "") -> None:
+        """Copy (never link) an out, or the part `inner` of a directory out, to `dest`."""
+        if record.get("type") == "dir":
+            entries = self.manifest(record["hash"]) or []
+            if not entries and not self.has(record["hash"] + MANIFEST_SUFFIX):
+                raise MissingObjectError(record["hash"] + MANIFEST_SUFFIX, dest)
+            chosen = [e for e in entries if not inner or e.path == inner
+                      or e.path.startswith(inner + "/")]
+            if not chosen:
+                raise StoreError(f"'{inner}' is not part of that output")
+            single = len(chosen) == 1 and chosen[0].path == inner
+            for e in chosen:
+                self.verify(e.hash, e.path)
+                target = dest if single else os.path.join(
+                    dest, e.path[len(inner) + 1:] if inner else e.path)
+                os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+                _copy(self.object_path(e.hash), target)
+            return
+        self.verify(record["hash"], dest)
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        _copy(self.object_path(record["hash"]), dest)
+
+    def unprotect(self, out: str) -> None:
+        """Give an out private, writable copies of its files (before a `persist` target runs)."""
+        full = os.path.join(self.root, out)
+        paths = [full] if os.path.isfile(full) else [
+            os.path.join(d, f) for d, _, fs in os.walk(full) for f in fs]
+        for p in paths:
+            st = os.lstat(p)
+            if st.st_nlink > 1 or not st.st_mode & stat_mod.S_IWUSR:
+                tmp = p + ".mlmake-unprotect"
+                shutil.copyfile(p, tmp)
+                os.chmod(tmp, (st.st_mode | 0o644) & 0o777)
+                os.replace(tmp, p)
+
+    def _note(self, rel: str, path: str, oid: str) -> None:
+        try:
+            self.stats.put(rel, os.stat(path), oid, self.stats_now())
+        except FileNotFoundError:
+            pass
+
+    # -- linking ----------------------------------------------------------------------------
+    def _place(self, obj: str, dest: str) -> None:
+        tmp = dest + ".mlmake-link"
+        self._link_new(obj, tmp)
+        os.replace(tmp, dest)
+
+    def _link_new(self, obj: str, dest: str) -> None:
+        kind = self._link or self._choose(obj, dest)
+        if kind == "hardlink":
+            os.link(obj, dest)
+        elif kind == "reflink":
+            from dvc_objects.fs.system import reflink
+
+            reflink(obj, dest)
+            os.chmod(dest, 0o644 | (os.stat(obj).st_mode & 0o111))
+        elif kind == "symlink":
+            os.symlink(obj, dest)
+        else:
+            _copy(obj, dest)
+
+    def _choose(self, obj: str, dest: str) -> str:
+        """The first configured link type that works here (tried once per store)."""
+        for kind in self.link_types:
+            try:
+                if kind == "hardlink":
+                    os.link(obj, dest)
+                elif kind == "reflink":
+                    from dvc_objects.fs.system import reflink
+
+                    reflink(obj, dest)
+                    os.chmod(dest, 0o644 | (os.stat(obj).st_mode & 0o111))
+                elif kind == "symlink":
+                    os.symlink(obj, dest)
+                else:
+                    _copy(obj, dest)
+            except (OSError, NotImplementedError) as exc:
+                if isinstance(exc, OSError) and exc.errno == errno.EEXIST:
+                    raise
+                continue
+            self._link = kind
+            os.unlink(dest)
+            return kind
+        raise StoreError(f"none of the link types {', '.join(self.link_types)} work between "
+                         f"{self.path} and {os.path.dirname(dest)}; add \"copy\" to "
+                         "[project] link.")
+
+    @property
+    def link_type(self) -> str | None:
+        return self._link
+
+
+def _copy(src: str, dest: str) -> None:
+    tmp = dest + ".mlmake-copy"
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o644 | (os.stat(src).st_mode & 0o111))
+    os.replace(tmp, dest)
+
+
+def _remove(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat_mod.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def referenced(store: Store, records: Iterable[dict[str, Any]]) -> set[str]:
+    """Every object the given out records need (manifests read from the store)."""
+    keep: set[str] = set()
+    for rec in records:
+        try:
+            keep.update(store.record_oids(rec))
+        except StoreError:
+            keep.add(rec["hash"] + MANIFEST_SUFFIX if rec.get("type") == "dir" else rec["hash"])
+    return keep
