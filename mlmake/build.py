@@ -203,6 +203,8 @@ class Builder:
                              "size": st.st_size}
                 if st.st_mode & 0o111:
                     outs[out]["exec"] = True
+            if out in t.metrics:
+                outs[out]["metric"] = True
         return outs, missing, entries_of
 
     def _finish(self, t: Target, outcome: Outcome, started: float, state: TargetState,

@@ -260,6 +260,77 @@ class Project:
         finally:
             os.close(fd)
 
+    # -- outputs of commits -----------------------------------------------------------------
+    def checkout(self, rev: str = "HEAD", targets: tuple[str, ...] | list[str] = (),
+                 force: bool = False) -> Any:
+        """Restore the outputs recorded in `rev`'s lock without touching tracked files."""
+        from mlmake.checkout import checkout
+
+        checker = self._checker()
+        with self._project_lock(True, ev.NullReporter()):
+            result = checkout(self.root, self.lock_path, rev, checker.store, checker.hasher,
+                              set(targets) if targets else None, force)
+            checker.hasher.cache.save()
+        return result
+
+    def get(self, rev: str, path: str, dest: str) -> str:
+        """Export `path` as recorded at `rev` to `dest` (a copy, never a link)."""
+        from mlmake.checkout import get
+
+        rel = os.path.relpath(os.path.abspath(path), self.root) if os.path.isabs(path) else path
+        return get(self.root, self.lock_path, rev, rel, dest, self.store())
+
+    def commit(self, targets: tuple[str, ...] | list[str] = (), force: bool = False
+               ) -> list[str]:
+        """Record the current outs and deps of the targets as up to date without running
+        (after a cosmetic edit). Returns the targets whose lock entry changed."""
+        names = self.requested(targets) if targets else self.select(())
+        order = self.graph.order(names)
+        for n in order:
+            for out in self.graph.targets[n].all_outs:
+                if not os.path.exists(os.path.join(self.root, out)):
+                    raise UsageError(f"cannot commit '{n}': its out '{out}' does not exist. "
+                                     f"Build it with `mlmake {n}`.")
+        from mlmake.build import Builder, BuildContext
+        from mlmake.executors.local import LocalExecutor
+
+        changed: list[str] = []
+        with self._project_lock(True, ev.NullReporter()):
+            lock = Lock.read(self.lock_path)
+            checker = self._checker(lock)
+            ctx = BuildContext(build_id="commit", pipeline=self.pipeline, graph=self.graph,
+                               lock=lock, checker=checker, hasher=checker.hasher,
+                               executor=LocalExecutor(), reporter=ev.NullReporter(),
+                               runs=self.runs_store, log_dir=self.state_path("logs"),
+                               commit=None, store=checker.store, runcache=self.runcache)
+            builder = Builder(ctx)
+            for n in order:
+                t = self.graph.targets[n]
+                state = checker.state(t)
+                if not state.stale and not force:
+                    continue
+                if state.key is None:
+                    missing = [d for d, v in state.deps.items() if v is None]
+                    raise UsageError(f"cannot commit '{n}': its dep '{missing[0]}' is missing.")
+                outs, _, entries_of = builder.hash_outs(t)
+                if t.cache:
+                    builder.save(t, outs, entries_of)
+                    ctx.runcache.put(state.key, n, outs)
+                lock.entries[n] = state.entry(t.cmd, outs)
+                changed.append(n)
+            lock.write(set(self.pipeline.targets))
+            checker.hasher.cache.save()
+            self._update_gitignore()
+        return changed
+
+    def gc(self, all_commits: bool = False, dry_run: bool = False) -> Any:
+        """Remove cache objects that the work tree's lock (or any commit's) does not need."""
+        from mlmake.gc import gc
+
+        with self._project_lock(True, ev.NullReporter()):
+            return gc(self.root, self.lock_path, self.store(), self.runcache, all_commits,
+                      dry_run)
+
     # -- scaffolding ------------------------------------------------------------------------
     @staticmethod
     def init(dest: str, template: str = "minimal") -> list[str]:

@@ -199,7 +199,7 @@ class Store:
             self._save_file(full, record["hash"], bool(record.get("exec")), link)
 
     def _save_file(self, path: str, oid: str, executable: bool, link: bool) -> None:
-        self.add_file(path, oid, executable, move=True)
+        self.add_file(path, oid, executable, move=link)
         if not link:
             return
         obj = self.object_path(oid)

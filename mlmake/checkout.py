@@ -1,0 +1,107 @@
+"""Bringing back the outputs a commit recorded: into the work tree, or one path to a file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlmake import git
+from mlmake.errors import StoreError, UsageError
+from mlmake.hashing import Hasher
+from mlmake.lockfile import Lock
+from mlmake.store import MANIFEST_SUFFIX, Store
+
+
+@dataclass
+class CheckoutResult:
+    """What `checkout` did: outs restored, already right, and those not in the cache."""
+
+    commit: str
+    restored: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+class ModifiedOutError(StoreError):
+    """Outs in the work tree were edited by hand; checkout will not overwrite them."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        shown = ", ".join(f"'{p}'" for p in paths[:5]) + (" …" if len(paths) > 5 else "")
+        super().__init__(f"{shown} {'was' if len(paths) == 1 else 'were'} modified in the work "
+                         "tree and would be overwritten. Save your changes elsewhere, or pass "
+                         "--force to overwrite.")
+
+
+def lock_at(root: str, lock_path: str, rev: str) -> tuple[str, Lock]:
+    """The lock recorded at `rev` (full sha, Lock); an empty Lock when the commit has none."""
+    sha, text = git.lock_text_at(root, lock_path, rev)
+    return sha, Lock.parse(text, os.path.basename(lock_path))
+
+
+def checkout(root: str, lock_path: str, rev: str, store: Store, hasher: Hasher,
+             targets: set[str] | None, force: bool) -> CheckoutResult:
+    """Restore the cached outs recorded in `rev`'s lock; tracked files are never touched.
+
+    An out is replaced only when it is missing or its content is in the cache (so nothing
+    is lost); anything else is a user edit and refuses the whole checkout (unless `force`)
+    before a single file changes.
+    """
+    sha, old = lock_at(root, lock_path, rev)
+    chosen = {n: e for n, e in old.entries.items()
+              if targets is None or n in targets or n.split("@")[0] in targets}
+    if targets is not None:
+        unknown = {t for t in targets if t not in chosen and
+                   not any(n.split("@")[0] == t for n in chosen)}
+        if unknown:
+            raise UsageError(f"commit {sha[:10]} records no target named "
+                             f"{', '.join(sorted(unknown))}.")
+    result = CheckoutResult(sha)
+    todo: list[tuple[str, dict[str, Any]]] = []
+    modified: list[str] = []
+    for entry in chosen.values():
+        for out, rec in sorted(entry.outs.items()):
+            if rec.get("metric"):
+                continue  # committed to Git: git checkout owns it
+            now = hasher.path(out)
+            if now == rec["hash"]:
+                result.unchanged.append(out)
+                continue
+            saved = store.has(now) or store.has(now + MANIFEST_SUFFIX) if now else True
+            if not saved and not force:
+                modified.append(out)
+                continue
+            todo.append((out, rec))
+    if modified:
+        raise ModifiedOutError(modified)
+    for out, rec in todo:
+        if store.missing(rec):
+            result.missing.append(out)
+            continue
+        store.restore(out, rec)
+        result.restored.append(out)
+    return result
+
+
+def get(root: str, lock_path: str, rev: str, path: str, dest: str, store: Store) -> str:
+    """Write the file or directory `path` as it was at `rev` to `dest`; returns the source:
+    "cache" for a recorded out, "git" for a tracked file."""
+    rel = os.path.normpath(path).replace(os.sep, "/").rstrip("/")
+    sha, old = lock_at(root, lock_path, rev)
+    for entry in old.entries.values():
+        for out, rec in entry.outs.items():
+            if rel == out or rel.startswith(out + "/"):
+                if rec.get("metric"):
+                    break
+                inner = "" if rel == out else rel[len(out) + 1:]
+                store.export(rec, dest, inner)
+                return "cache"
+    data = git.file_at(root, os.path.join(root, rel), rev)
+    if data is None:
+        raise UsageError(f"'{rel}' is neither an output recorded in {rev} ({sha[:10]}) nor a "
+                         "file committed there.")
+    os.makedirs(os.path.dirname(os.path.abspath(dest)) or ".", exist_ok=True)
+    with open(dest, "wb") as fh:
+        fh.write(data)
+    return "git"

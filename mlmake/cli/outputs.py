@@ -1,0 +1,90 @@
+"""Commands over outputs of commits: checkout, get, commit, gc."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from mlmake.cli.app import Ctx, command
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@command("checkout")
+@click.argument("rev", required=False, default="HEAD")
+@click.argument("targets", nargs=-1)
+@click.option("--force", is_flag=True, help="Overwrite outs that were modified by hand.")
+@pass_ctx
+def checkout_cmd(g: Ctx, rev: str, targets: tuple[str, ...], force: bool) -> int:
+    """Restore the outputs recorded in REV's Mlfile.lock (default HEAD); nothing runs."""
+    res = g.project().checkout(rev, targets, force)
+    if not g.quiet:
+        for out in res.restored:
+            click.echo(f"restored {out}")
+    for out in res.missing:
+        click.echo(f"warning: {out} is not in the cache; `mlmake pull` or build it", err=True)
+    click.echo(f"{res.commit[:10]}: restored {len(res.restored)} · unchanged "
+               f"{len(res.unchanged)} · missing {len(res.missing)}")
+    return 1 if res.missing else 0
+
+
+@command("get")
+@click.argument("rev")
+@click.argument("path")
+@click.option("-o", "--out", "dest", required=True, metavar="DEST",
+              help="Where to write the file or directory.")
+@pass_ctx
+def get_cmd(g: Ctx, rev: str, path: str, dest: str) -> int:
+    """Export PATH as it was at REV to DEST (an output from the cache or a tracked file)."""
+    source = g.project().get(rev, path, dest)
+    if not g.quiet:
+        click.echo(f"wrote {dest} ({path} at {rev}, from {source})")
+    return 0
+
+
+@command("commit")
+@click.argument("targets", nargs=-1)
+@click.option("-f", "--force", is_flag=True, help="Record even targets that are up to date.")
+@pass_ctx
+def commit_cmd(g: Ctx, targets: tuple[str, ...], force: bool) -> int:
+    """Record current outs and deps as up to date without running (after a cosmetic edit)."""
+    changed = g.project().commit(targets, force)
+    for n in changed:
+        click.echo(f"recorded {n}")
+    if not changed:
+        click.echo("nothing to record: everything is up to date")
+    return 0
+
+
+@command("gc")
+@click.option("--workspace", "scope", flag_value="workspace", default=True,
+              help="Keep what the work tree's Mlfile.lock needs (default).")
+@click.option("--all-commits", "scope", flag_value="all-commits",
+              help="Keep what the lock of any commit on any branch or tag needs.")
+@click.option("-n", "--dry-run", is_flag=True, help="List what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def gc_cmd(g: Ctx, scope: str, dry_run: bool, as_json: bool) -> int:
+    """Remove cached objects that no chosen lock file references."""
+    res = g.project().gc(all_commits=scope == "all-commits", dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"kept": res.kept, "removed": res.removed,
+                               "bytes_freed": res.bytes_freed, "dry_run": dry_run,
+                               "runcache_removed": res.runcache_removed}, indent=2))
+        return 0
+    verb = "would remove" if dry_run else "removed"
+    if g.verbose or dry_run:
+        for oid in res.removed:
+            click.echo(f"{verb} {oid}")
+    click.echo(f"{verb} {len(res.removed)} objects ({_size(res.bytes_freed)}), kept "
+               f"{res.kept}; {res.runcache_removed} run-cache entries dropped")
+    return 0
