@@ -10,7 +10,7 @@ from mlmake import git
 from mlmake.errors import StoreError, UsageError
 from mlmake.hashing import Hasher
 from mlmake.lockfile import Lock
-from mlmake.store import MANIFEST_SUFFIX, Store
+from mlmake.store import MANIFEST_SUFFIX, MissingObjectError, Store
 
 
 @dataclass
@@ -34,13 +34,16 @@ class ModifiedOutError(StoreError):
                          "--force to overwrite.")
 
 
-def lock_at(root: str, lock_path: str, rev: str) -> tuple[str, Lock]:
-    """The lock recorded at `rev` (full sha, Lock); an empty Lock when the commit has none."""
+def lock_at(root: str, lock_path: str, rev: str | None) -> tuple[str, Lock]:
+    """The lock recorded at `rev` (full sha, Lock); an empty Lock when the commit has none.
+    With no `rev`, the work tree's lock ("workspace")."""
+    if rev is None:
+        return "workspace", Lock.read(lock_path)
     sha, text = git.lock_text_at(root, lock_path, rev)
     return sha, Lock.parse(text, os.path.basename(lock_path))
 
 
-def checkout(root: str, lock_path: str, rev: str, store: Store, hasher: Hasher,
+def checkout(root: str, lock_path: str, rev: str | None, store: Store, hasher: Hasher,
              targets: set[str] | None, force: bool) -> CheckoutResult:
     """Restore the cached outs recorded in `rev`'s lock; tracked files are never touched.
 
@@ -76,10 +79,11 @@ def checkout(root: str, lock_path: str, rev: str, store: Store, hasher: Hasher,
     if modified:
         raise ModifiedOutError(modified)
     for out, rec in todo:
-        if store.missing(rec):
+        try:
+            store.restore(out, rec)  # verifies every object before touching the work tree
+        except MissingObjectError:
             result.missing.append(out)
             continue
-        store.restore(out, rec)
         result.restored.append(out)
     return result
 

@@ -261,9 +261,10 @@ class Project:
             os.close(fd)
 
     # -- outputs of commits -----------------------------------------------------------------
-    def checkout(self, rev: str = "HEAD", targets: tuple[str, ...] | list[str] = (),
+    def checkout(self, rev: str | None = None, targets: tuple[str, ...] | list[str] = (),
                  force: bool = False) -> Any:
-        """Restore the outputs recorded in `rev`'s lock without touching tracked files."""
+        """Restore the outputs recorded in `rev`'s lock (default: the work tree's lock)
+        without touching tracked files."""
         from mlmake.checkout import checkout
 
         checker = self._checker()

@@ -72,8 +72,9 @@ class Store:
     def _stat_key(self, oid: str) -> str:
         return f"\x00obj/{oid}"
 
-    def verify(self, oid: str, out: str = "") -> None:
-        """Raise CorruptObjectError (removing the object) unless it hashes to `oid`."""
+    def verify(self, oid: str, out: str = "") -> os.stat_result:
+        """Raise CorruptObjectError (removing the object) unless it hashes to `oid`; returns
+        the object's stat (a hard link shares it)."""
         path = self.object_path(oid)
         try:
             st = os.stat(path)
@@ -81,12 +82,13 @@ class Store:
             raise MissingObjectError(oid, out or oid) from None
         key = self._stat_key(oid)
         if self.stats.get(key, st) == oid:
-            return
+            return st
         found = hash_file(path)
         if found != oid:
             self.remove(oid)
             raise CorruptObjectError(oid, out or oid, found)
         self.stats.put(key, st, oid, self.stats_now())
+        return st
 
     def stats_now(self) -> int:
         import time
@@ -221,19 +223,23 @@ class Store:
             entries = self.manifest(record["hash"])
             if entries is None:
                 raise MissingObjectError(record["hash"] + MANIFEST_SUFFIX, out)
-            for e in entries:
-                self.verify(e.hash, f"{out}/{e.path}")
+            stats = [self.verify(e.hash, f"{out}/{e.path}") for e in entries]
+            hard = self._link in (None, "hardlink") and "hardlink" in self.link_types
             _remove(full)
             os.makedirs(full, exist_ok=True)
             made = {full}
-            for e in entries:
+            now = self.stats_now()
+            for e, st in zip(entries, stats):
                 dest = os.path.join(full, e.path)
                 parent = os.path.dirname(dest)
                 if parent not in made:
                     os.makedirs(parent, exist_ok=True)
                     made.add(parent)
                 self._link_new(self.object_path(e.hash), dest)
-                self._note(f"{out}/{e.path}", dest, e.hash)
+                if hard and self._link == "hardlink":
+                    self.stats.put(f"{out}/{e.path}", st, e.hash, now)  # same inode
+                else:
+                    self._note(f"{out}/{e.path}", dest, e.hash)
             return len(entries)
         self.verify(record["hash"], out)
         _remove(full)

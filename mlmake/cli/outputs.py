@@ -20,19 +20,21 @@ def _size(n: int) -> str:
 
 
 @command("checkout")
-@click.argument("rev", required=False, default="HEAD")
+@click.argument("rev", required=False, default=None)
 @click.argument("targets", nargs=-1)
 @click.option("--force", is_flag=True, help="Overwrite outs that were modified by hand.")
 @pass_ctx
-def checkout_cmd(g: Ctx, rev: str, targets: tuple[str, ...], force: bool) -> int:
-    """Restore the outputs recorded in REV's Mlfile.lock (default HEAD); nothing runs."""
+def checkout_cmd(g: Ctx, rev: str | None, targets: tuple[str, ...], force: bool) -> int:
+    """Restore the outputs recorded in REV's Mlfile.lock; nothing runs.
+
+    Without REV, the work tree's Mlfile.lock (what `git checkout` just put there)."""
     res = g.project().checkout(rev, targets, force)
     if not g.quiet:
         for out in res.restored:
             click.echo(f"restored {out}")
     for out in res.missing:
         click.echo(f"warning: {out} is not in the cache; `mlmake pull` or build it", err=True)
-    click.echo(f"{res.commit[:10]}: restored {len(res.restored)} · unchanged "
+    click.echo(f"{res.commit[:10] if res.commit != 'workspace' else 'workspace'}: restored {len(res.restored)} · unchanged "
                f"{len(res.unchanged)} · missing {len(res.missing)}")
     return 1 if res.missing else 0
 
