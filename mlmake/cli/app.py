@@ -14,6 +14,9 @@ import click
 from mlmake import __version__
 from mlmake.errors import MlmakeError
 
+# Modules under mlmake/cli/ that define commands; add yours here.
+COMMAND_MODULES = ("commands", "outputs", "compare")
+
 GLOBAL_WITH_VALUE = {"-C", "--directory", "-f", "--file"}
 GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "--version", "-h", "--help"}
 
@@ -92,7 +95,10 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every exit code is decided here."""
-    from mlmake.cli import commands  # noqa: F401 - registers the commands
+    import importlib
+
+    for name in COMMAND_MODULES:  # each registers its commands on import
+        importlib.import_module(f"mlmake.cli.{name}")
 
     if threading_main():
         signal.signal(signal.SIGTERM, _sigterm)
