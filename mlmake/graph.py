@@ -22,13 +22,46 @@ def _ancestors(path: str) -> list[str]:
     return out
 
 
-def _glob_prefix(pattern: str) -> str:
-    parts = []
-    for part in pattern.split("/"):
-        if is_glob(part):
-            break
-        parts.append(part)
-    return "/".join(parts)
+def _segments(path: str) -> list[str]:
+    return [p for p in path.split("/") if p and p != "."]
+
+
+def _name_match(name: str, pat: str) -> bool:
+    """One segment against one pattern segment; like glob.glob, magic skips hidden names."""
+    if name.startswith(".") and not pat.startswith(".") and is_glob(pat):
+        return False
+    return fnmatch.fnmatchcase(name, pat)
+
+
+def _seg_match(pat: list[str], path: list[str]) -> bool:
+    """Glob match by path segments: `*?[...]` stay within a segment, `**` spans 0+ segments."""
+    if not pat:
+        return not path
+    if pat[0] == "**":
+        return any(_seg_match(pat[1:], path[i:]) for i in range(len(path) + 1)
+                   if not any(p.startswith(".") for p in path[:i]))
+    return bool(path) and _name_match(path[0], pat[0]) and _seg_match(pat[1:], path[1:])
+
+
+def _seg_may_contain(pat: list[str], path: list[str]) -> bool:
+    """True when some path strictly below `path` could match `pat`."""
+    if not pat:
+        return False
+    if not path:
+        return True
+    if pat[0] == "**":
+        return _seg_may_contain(pat[1:], path) or (
+            not path[0].startswith(".") and _seg_may_contain(pat, path[1:]))
+    return _name_match(path[0], pat[0]) and _seg_may_contain(pat[1:], path[1:])
+
+
+def _glob_wants(pattern: str, out: str) -> bool:
+    """Whether a glob dep needs the out: it matches it, may match inside it, or matches a
+    directory that holds it."""
+    pat, path = _segments(pattern), _segments(out)
+    if _seg_match(pat, path) or _seg_may_contain(pat, path):
+        return True
+    return any(_seg_match(pat, path[:i]) for i in range(1, len(path)))
 
 
 @dataclass
@@ -73,15 +106,7 @@ class Graph:
 
     def _producers(self, dep: str, under: dict[str, set[str]]) -> set[str]:
         if is_glob(dep):
-            found = {name for out, name in self.producer.items()
-                     if fnmatch.fnmatchcase(out, dep) or fnmatch.fnmatchcase(out + "/", dep)}
-            prefix = _glob_prefix(dep)
-            for out, name in self.producer.items():
-                # an out directory that may hold files the glob matches
-                if prefix and (out == prefix or out.startswith(prefix + "/")
-                               or prefix.startswith(out + "/")):
-                    found.add(name)
-            return found
+            return {name for out, name in self.producer.items() if _glob_wants(dep, out)}
         found = set()
         if dep in self.producer:
             found.add(self.producer[dep])

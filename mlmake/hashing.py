@@ -102,7 +102,7 @@ class StatCache:
             try:
                 with open(path, "rb") as fh:
                     data = marshal.load(fh)
-                if isinstance(data, tuple) and len(data) == 3 and data[0] == TREE_FORMAT:
+                if _valid_cache(data):
                     self.files, self.trees = data[1], data[2]
             except (OSError, EOFError, ValueError, TypeError):
                 pass
@@ -134,6 +134,17 @@ class StatCache:
             except OSError:
                 pass
         self.dirty = False
+
+
+def _valid_cache(data: Any) -> bool:
+    """True when loaded stat-cache data has this format's number and layout throughout."""
+    if not (type(data) is tuple and len(data) == 3 and data[0] == TREE_FORMAT
+            and type(data[1]) is dict and type(data[2]) is dict):
+        return False
+    return all(type(v) is tuple and len(v) == 4 and type(v[3]) is str
+               for v in data[1].values()) \
+        and all(type(v) is tuple and len(v) == 2 and type(v[0]) is str and type(v[1]) is str
+                for v in data[2].values())
 
 
 class Hasher:
@@ -206,11 +217,22 @@ class Hasher:
         return self.path(pattern)
 
     def _walk(self, rel: str) -> list[tuple[str, os.stat_result]]:
+        """Files under `rel`, sorted, with their stats.
+
+        Symlinks are followed, except a link to a directory that encloses it (a loop), which
+        is left out like any other entry that is not a file.
+        """
         out: list[tuple[str, os.stat_result]] = []
-        stack = [""]
         base = self.abspath(rel)
+        try:
+            top = os.stat(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return out
+        # each directory to visit with the (device, inode) of itself and its ancestors
+        stack: list[tuple[str, frozenset[tuple[int, int]]]] = [
+            ("", frozenset({(top.st_dev, top.st_ino)}))]
         while stack:
-            sub = stack.pop()
+            sub, chain = stack.pop()
             try:
                 it = os.scandir(os.path.join(base, sub) if sub else base)
             except (FileNotFoundError, NotADirectoryError):
@@ -219,7 +241,13 @@ class Hasher:
                 for de in it:
                     name = f"{sub}/{de.name}" if sub else de.name
                     if de.is_dir(follow_symlinks=True):
-                        stack.append(name)
+                        try:
+                            st = de.stat()
+                        except FileNotFoundError:
+                            continue
+                        ident = (st.st_dev, st.st_ino)
+                        if ident not in chain:
+                            stack.append((name, chain | {ident}))
                     else:
                         try:
                             out.append((name, de.stat()))

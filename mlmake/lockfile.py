@@ -64,13 +64,21 @@ class Lock:
             raise MlfileError(f"invalid JSON in the lock file: {exc.msg}. Restore it from Git "
                               "(`git checkout -- Mlfile.lock`) or delete it to rebuild.",
                               name, exc.lineno, exc.colno) from None
+        if not isinstance(data, dict):
+            raise MlfileError("the lock file is malformed: expected a JSON object with "
+                              "\"version\" and \"targets\". Restore it from Git or delete it "
+                              "to rebuild.", name)
         version = data.get("version", LOCK_FORMAT)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise MlfileError(f"the lock file is malformed: \"version\" is {json.dumps(version)}, "
+                              "not an integer. Restore it from Git or delete it to rebuild.",
+                              name)
         if version > LOCK_FORMAT:
             raise MlfileError(f"lock format {version} is newer than this mlmake understands "
                               f"({LOCK_FORMAT}); upgrade mlmake.", name)
         try:
             entries = {k: LockEntry.from_json(v) for k, v in data.get("targets", {}).items()}
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise MlfileError("the lock file is malformed. Restore it from Git or delete it "
                               "to rebuild.", name) from None
         return cls(path, entries, text)

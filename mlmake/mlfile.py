@@ -53,7 +53,9 @@ class _Locator:
         return None
 
     def key(self, key: str, *path: str) -> int | None:
-        start = self.table(*path) if path else 0
+        if not path:
+            return self.top(key)
+        start = self.table(*path)
         if start is None:
             return None
         rx = re.compile(rf'^\s*(?:"{re.escape(key)}"|{re.escape(key)})\s*=')
@@ -63,6 +65,22 @@ class _Locator:
             if rx.match(self.lines[i]):
                 return i + 1
         return start or None
+
+    def top(self, key: str) -> int | None:
+        """The line of a top-level key: `key = …` / `key.sub = …` before the first table
+        header, or the first header that opens it (`[key]`, `[key.sub]`, `[[key…]]`)."""
+        name = rf'(?:"{re.escape(key)}"|\'{re.escape(key)}\'|{re.escape(key)})'
+        assign = re.compile(rf"^\s*{name}\s*[.=]")
+        header = re.compile(rf"^\s*\[\[?\s*{name}\s*[.\]]")
+        at_top = True
+        for i, line in enumerate(self.lines):
+            if re.match(r"^\s*\[", line):
+                at_top = False
+                if header.match(line):
+                    return i + 1
+            elif at_top and assign.match(line):
+                return i + 1
+        return None
 
 
 def load(path: str) -> Pipeline:
@@ -128,13 +146,15 @@ class _Parser:
         proj = raw.get("project", {})
         self.typed(proj, dict, "[project]", key="project")
         self.check_keys(proj, PROJECT_KEYS, "[project]", "project")
+        params_line = None
         if "params" in proj:
             files = tuple(self.path_value(p, "[project] params", "project", key="params")
                           for p in self.str_list(proj["params"], "[project] params", "project",
                                                  key="params"))
+            params_line = self.loc.key("params", "project")
         else:
             files = params_mod.default_files(self.root)
-        self.params = params_mod.load(self.root, files)
+        self.params = params_mod.load(self.root, files, self.file, params_line)
         self.param_keys = params_mod.all_keys(self.params)
 
         envs = self.envs(raw.get("env", {}))
@@ -559,14 +579,50 @@ def _scheme_known(scheme: str) -> bool:
     return scheme in registry or scheme in known_implementations
 
 
-_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$|^[A-Za-z]{3}(-[A-Za-z]{3})?$")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# (lowest, highest, names from lowest) per field: minute hour day month weekday
+_CRON_FIELDS: tuple[tuple[int, int, tuple[str, ...]], ...] = (
+    (0, 59, ()), (0, 23, ()), (1, 31, ()), (1, 12, _MONTHS), (0, 7, _WEEKDAYS))
+_CRON_ITEM = re.compile(r"^(\*|(\w+)(?:-(\w+))?)(?:/(\d+))?$")
+
+
+def _cron_value(token: str, lo: int, hi: int, names: tuple[str, ...]) -> bool:
+    if token.isdigit():
+        return lo <= int(token) <= hi
+    return token.lower() in names
+
+
+def _cron_fields_ok(fields: list[str], strict: bool) -> bool:
+    """Range-check `*`, numbers, names, `a-b` ranges, `/step` and `,` lists in each field.
+
+    An item outside that syntax fails when `strict`; otherwise it is left to croniter, whose
+    extensions (`L`, `#`, `?`, ...) it may be.
+    """
+    for text, (lo, hi, names) in zip(fields, _CRON_FIELDS):
+        for item in text.split(","):
+            m = _CRON_ITEM.match(item)
+            if not m:
+                if strict:
+                    return False
+                continue
+            _, first, last, step = m.groups()
+            if step is not None and int(step) == 0:
+                return False
+            for token in (first, last):
+                if token is not None and not _cron_value(token, lo, hi, names) \
+                        and (strict or token.isdigit()):
+                    return False
+    return True
 
 
 def _cron_valid(expr: str) -> bool:
+    """A 5-field cron expression (minute hour day month weekday) with every value in range."""
+    fields = expr.split()
+    if len(fields) != 5:
+        return False
     try:
         from croniter import croniter
     except ImportError:
-        fields = expr.split()
-        return len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields)
-    return len(expr.split()) == 5 and bool(croniter.is_valid(expr))
-
+        return _cron_fields_ok(fields, strict=True)
+    return bool(croniter.is_valid(expr)) and _cron_fields_ok(fields, strict=False)

@@ -34,14 +34,19 @@ def parse_toml(text: str, file: str) -> dict[str, Any]:
                           file, line, col) from None
 
 
-def load_file(path: str, display: str) -> dict[str, Any]:
-    """Load one params file by its extension; the top level must be a table."""
+def load_file(path: str, display: str, mlfile: str = "Mlfile",
+              line: int | None = None) -> dict[str, Any]:
+    """Load one params file by its extension; the top level must be a table.
+
+    Errors about the file as a whole point at `mlfile` (the Mlfile in use, by its display
+    name) and `line` (that of `[project] params`, when known); syntax errors at the file itself.
+    """
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
         raise MlfileError(f"params file '{display}' does not exist. Create it or remove it "
-                          "from [project] params.", "Mlfile") from None
+                          "from [project] params.", mlfile, line) from None
     text = raw.decode("utf-8")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".toml":
@@ -65,17 +70,21 @@ def load_file(path: str, display: str) -> dict[str, Any]:
                               exc.colno) from None
     else:
         raise MlfileError(f"params file '{display}' must end in .toml, .yaml, .yml or .json",
-                          "Mlfile")
+                          mlfile, line)
     if not isinstance(data, dict):
         raise MlfileError("the top level of a params file must be a table/mapping", display)
     return data
 
 
-def load(root: str, files: tuple[str, ...]) -> dict[str, Any]:
-    """Load and deep-merge the params files (later files win), relative to the project root."""
+def load(root: str, files: tuple[str, ...], mlfile: str = "Mlfile",
+         line: int | None = None) -> dict[str, Any]:
+    """Load and deep-merge the params files (later files win), relative to the project root.
+
+    `mlfile` and `line` locate the list of files, for errors about a file as a whole.
+    """
     merged: dict[str, Any] = {}
     for rel in files:
-        _merge(merged, load_file(os.path.join(root, rel), rel))
+        _merge(merged, load_file(os.path.join(root, rel), rel, mlfile, line))
     return merged
 
 

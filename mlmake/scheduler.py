@@ -22,19 +22,30 @@ Work = Callable[[str, tuple[str, ...]], Outcome]
 
 @dataclass
 class _Pool:
-    """Resources not yet handed out."""
+    """Resources not yet handed out.
+
+    `memory` is what is left and may reach 0; `limit_memory` says whether there is a memory
+    limit at all (a capacity of 0 means the executor does not know, so none is enforced).
+    """
 
     cpus: float
     gpus: list[str]
     memory: int
     custom: dict[str, float] = field(default_factory=dict)
+    limit_memory: bool = False
+
+    @classmethod
+    def of(cls, capacity: Capacity) -> "_Pool":
+        """A full pool for `capacity`."""
+        return cls(capacity.cpus, list(capacity.gpus), capacity.memory, dict(capacity.custom),
+                   limit_memory=capacity.memory > 0)
 
     def fits(self, r: Resources, limit_cpus: bool = True) -> bool:
         if limit_cpus and r.cpus > self.cpus + 1e-9:
             return False
         if math.ceil(r.gpus) > len(self.gpus):
             return False
-        if r.memory and self.memory and r.memory > self.memory:
+        if self.limit_memory and r.memory > self.memory:
             return False
         return all(self.custom.get(k, 0.0) + 1e-9 >= v for k, v in r.custom
                    if k in self.custom)
@@ -43,7 +54,7 @@ class _Pool:
         self.cpus -= r.cpus
         n = math.ceil(r.gpus)
         got, self.gpus = tuple(self.gpus[:n]), self.gpus[n:]
-        if self.memory:
+        if self.limit_memory:
             self.memory -= r.memory
         for k, v in r.custom:
             if k in self.custom:
@@ -53,7 +64,7 @@ class _Pool:
     def give(self, r: Resources, gpus: tuple[str, ...]) -> None:
         self.cpus += r.cpus
         self.gpus = sorted(self.gpus + list(gpus))
-        if self.memory:
+        if self.limit_memory:
             self.memory += r.memory
         for k, v in r.custom:
             if k in self.custom:
@@ -89,8 +100,7 @@ class Scheduler:
         for n in order:
             ts.add(n, *(u for u in self.graph.up[n] if u in self.names))
         ts.prepare()
-        pool = _Pool(self.capacity.cpus, list(self.capacity.gpus), self.capacity.memory,
-                     dict(self.capacity.custom))
+        pool = _Pool.of(self.capacity)
         ready: list[str] = []
         running: dict[Future[Outcome], tuple[str, tuple[str, ...]]] = {}
         stop = False
@@ -138,8 +148,10 @@ class Scheduler:
                 raise
         for n in order:
             if n not in self.outcomes:
-                failed_up = [u for u in self.graph.upstream_closure({n}) - {n}
-                             if u in self.outcomes and not self.outcomes[u].ok]
+                ups = self.graph.upstream_closure({n}) - {n}
+                # name a target that really failed (not one only blocked), the first in order
+                failed_up = [u for u in order if u in ups and u in self.outcomes
+                             and self.outcomes[u].status == "failed"]
                 msg = f"not run: '{failed_up[0]}' failed" if failed_up else \
                     "not run: the build stopped after a failure (use -k to keep going)"
                 self.outcomes[n] = Outcome(n, "blocked", message=msg)
