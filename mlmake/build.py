@@ -152,8 +152,8 @@ class Builder:
         duration = time.monotonic() - t0
         if result.exit_code != 0:
             return self._finish(t, Outcome(t.name, "failed", duration, result.exit_code,
-                                           log_path, result.message, state.key),
-                                started, state)
+                                           log_path, result.message, state.key,
+                                           node=result.node), started, state)
         outs, missing, entries_of = self.hash_outs(t)
         if missing:
             return self._finish(t, Outcome(
@@ -167,8 +167,8 @@ class Builder:
             ctx.ran.add(t.name)
             ctx.lock.entries[t.name] = state.entry(t.cmd, outs)
             ctx.lock.write(set(ctx.pipeline.targets))
-        return self._finish(t, Outcome(t.name, "ran", duration, 0, log_path, key=state.key),
-                            started, state, outs)
+        return self._finish(t, Outcome(t.name, "ran", duration, 0, log_path, key=state.key,
+                                       node=result.node), started, state, outs)
 
     def save(self, t: Target, outs: dict[str, dict[str, Any]],
              entries_of: dict[str, list[Entry]]) -> None:
@@ -213,7 +213,7 @@ class Builder:
         ctx.runs.add(RunRecord(
             build=ctx.build_id, target=t.name, key=outcome.key, outcome=outcome.status,
             started=started, duration=outcome.duration, commit=ctx.commit,
-            host=ctx.runs.host, executor=ctx.executor.name, exit_code=outcome.exit_code,
+            host=outcome.node or ctx.runs.host, executor=ctx.executor.name, exit_code=outcome.exit_code,
             log=outcome.log, source=outcome.source, message=outcome.message, outs=outs))
         ctx.reporter.emit(ev.TargetFinished(outcome))
         return outcome

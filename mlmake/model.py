@@ -192,6 +192,7 @@ class Outcome:
     message: str = ""
     key: str | None = None
     source: str = ""  # where a reused result came from: "local" | remote name
+    node: str = ""  # where it ran when not on this host (a Ray node id)
 
     @property
     def ok(self) -> bool:

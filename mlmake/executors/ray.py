@@ -1,0 +1,310 @@
+"""Ray executor: each runnable target is a Ray task placed by its resources (the only module
+that imports Ray).
+
+A task runs the command in its own process group on the node Ray chose and streams output
+back in small batches through a Ray queue; cancelling a task kills its process group.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue as queue_mod
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+from mlmake.errors import ExecutorError
+from mlmake.executors.base import Capacity, Job, JobResult, OnLine
+
+try:
+    import ray
+    from ray.util.queue import Empty, Queue
+except ImportError as exc:  # pragma: no cover - exercised where Ray is absent
+    raise ExecutorError("the Ray executor needs Ray: pip install 'mlmake[ray]'") from exc
+
+_GRACE = 3.0
+_BATCH_SECONDS = 0.1
+
+
+def _set_pdeathsig() -> None:
+    """Let the kernel kill the command if the Ray worker that started it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _run_command(target: str, cmd: str, cwd: str, env: dict[str, str], lines: Any,
+                 workdir_note: bool) -> tuple[int, str, str, int]:
+    """The body of a Ray task: run `cmd`, send output to `lines`, return (code, node, cwd, n)."""
+    import subprocess
+
+    node = ray.get_runtime_context().get_node_id()
+    full_env = dict(os.environ)
+    full_env.update(env)
+    full_env["MLMAKE_RAY_NODE"] = node
+    os.makedirs(cwd, exist_ok=True)
+    proc = subprocess.Popen(["sh", "-c", cmd], cwd=cwd, env=full_env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_set_pdeathsig)
+    lines.put((target, "pid", (node, proc.pid)))
+    sent = 0
+    try:
+        assert proc.stdout is not None
+        batch: list[str] = []
+        last = time.monotonic()
+        for raw in iter(proc.stdout.readline, b""):
+            batch.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            if len(batch) >= 200 or time.monotonic() - last > _BATCH_SECONDS:
+                lines.put((target, "lines", batch))
+                sent += len(batch)
+                batch, last = [], time.monotonic()
+        if batch:
+            lines.put((target, "lines", batch))
+            sent += len(batch)
+        code = proc.wait()
+    except BaseException:
+        _kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill(proc.pid, signal.SIGKILL)
+        raise
+    _kill(proc.pid, signal.SIGKILL)  # strays left in the group
+    return code, node, cwd, sent
+
+
+def _kill(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group_now(pgid: int) -> bool:
+    """Ray task body: SIGTERM a command's process group, SIGKILL it after a grace."""
+    _kill(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + _GRACE
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return True
+        time.sleep(0.05)
+    _kill(pgid, signal.SIGKILL)
+    return True
+
+
+_remote_run = ray.remote(max_retries=0)(_run_command)
+_remote_kill = ray.remote(num_cpus=0, max_retries=0)(_kill_group_now)
+
+
+class RayExecutor:
+    """Submits targets as Ray tasks on a local instance or a running cluster."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self._refs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._callbacks: dict[str, OnLine] = {}
+        self._received: dict[str, int] = {}
+        self._pids: dict[str, tuple[str, int]] = {}
+        self._cancelled = False
+        self._started_ray = False
+        self._connect()
+        self._queue = Queue(maxsize=0, actor_options={"num_cpus": 0})
+        self._stop = threading.Event()
+        self._drainer = threading.Thread(target=self._drain, name="mlmake-ray-output",
+                                         daemon=True)
+        self._drainer.start()
+
+    def _connect(self) -> None:
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False,
+                                  "include_dashboard": False}
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(**kwargs)
+                self._started_ray = True
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ExecutorError(f"cannot reach the Ray cluster at '{self.address or 'local'}': "
+                                f"{exc}. Start one with `ray start --head` or drop --address.") \
+                from None
+
+    # -- capacity ---------------------------------------------------------------------------
+    def capacity(self, need_gpus: bool) -> Capacity:
+        total = ray.cluster_resources()
+        custom = {k: float(v) for k, v in total.items()
+                  if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                  and not k.startswith("node:") and not k.startswith("accelerator_type")}
+        ngpu = int(total.get("GPU", 0))
+        return Capacity(cpus=float(total.get("CPU", 1)),
+                        gpus=tuple(f"ray{i}" for i in range(ngpu)),
+                        memory=int(total.get("memory", 0)), custom=custom)
+
+    def nodes_summary(self) -> str:
+        parts = []
+        for n in ray.nodes():
+            if not n.get("Alive"):
+                continue
+            res = {k: v for k, v in n.get("Resources", {}).items()
+                   if not k.startswith("node:") and k != "object_store_memory"}
+            shown = ", ".join(f"{k}={_fmt(k, v)}" for k, v in sorted(res.items()))
+            parts.append(f"{n.get('NodeManagerAddress', '?')} ({n['NodeID'][:8]}): {shown}")
+        return "; ".join(parts)
+
+    def _missing_resource(self, need: dict[str, float]) -> str | None:
+        alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if any(all(res.get(k, 0.0) + 1e-9 >= v for k, v in need.items()) for res in alive):
+            return None
+        lacking = [k for k, v in need.items()
+                   if not any(res.get(k, 0.0) + 1e-9 >= v for res in alive)]
+        what = ", ".join(f"{k}={_fmt(k, need[k])}" for k in (lacking or list(need)))
+        return (f"no node of the Ray cluster has {what}"
+                + ("" if lacking else " together") + f". Nodes: {self.nodes_summary()}")
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, job: Job, on_line: OnLine) -> JobResult:
+        t = job.target
+        r = t.resources
+        need: dict[str, float] = {"CPU": r.cpus}
+        if r.gpus:
+            need["GPU"] = r.gpus
+        if r.memory:
+            need["memory"] = float(r.memory)
+        need.update(dict(r.custom))
+        problem = self._missing_resource(need)
+        if problem:
+            return JobResult(1, problem)
+        options: dict[str, Any] = {"num_cpus": r.cpus, "num_gpus": r.gpus,
+                                   "resources": dict(r.custom) or None}
+        if r.memory:
+            options["memory"] = r.memory
+        cwd = os.path.join(job.root, t.wdir)
+        with self._lock:
+            if self._cancelled:
+                return JobResult(-signal.SIGTERM, "interrupted before it started")
+            self._callbacks[t.name] = on_line
+            self._received[t.name] = 0
+            ref = _remote_run.options(**options).remote(t.name, t.cmd, cwd, dict(job.env),
+                                                        self._queue, False)
+            self._refs[t.name] = ref
+        with open(job.log_path, "w", encoding="utf-8") as log:
+            self._callbacks[t.name] = _tee(on_line, log)
+            try:
+                code, node, _, sent = self._wait(ref)
+            except ray.exceptions.TaskCancelledError:
+                return JobResult(-signal.SIGTERM, "cancelled")
+            except ray.exceptions.RayTaskError as exc:
+                return JobResult(1, f"the Ray task failed: {exc.cause!r}")
+            except ray.exceptions.RayError as exc:
+                return JobResult(1, f"Ray could not run the task: {exc}")
+            finally:
+                with self._lock:
+                    self._refs.pop(t.name, None)
+            deadline = time.monotonic() + 5
+            while self._received.get(t.name, 0) < sent and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with self._lock:
+                self._callbacks.pop(t.name, None)
+        if code < 0:
+            return JobResult(code, f"killed by signal {-code}", node)
+        return JobResult(code, "" if code == 0 else f"exit code {code}", node)
+
+    def _wait(self, ref: Any) -> tuple[int, str, str, int]:
+        while True:
+            ready, _ = ray.wait([ref], timeout=0.5)
+            if ready:
+                return ray.get(ref)
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                target, kind, payload = self._queue.get(block=True, timeout=0.5)
+            except (Empty, queue_mod.Empty):
+                continue
+            except Exception:  # noqa: BLE001 - the queue actor went away at shutdown
+                if self._stop.is_set():
+                    return
+                time.sleep(0.2)
+                continue
+            if kind == "pid":
+                self._pids[target] = payload
+                continue
+            cb = self._callbacks.get(target)
+            for line in payload:
+                if cb is not None:
+                    cb(line)
+            self._received[target] = self._received.get(target, 0) + len(payload)
+
+    def cancel_all(self) -> None:
+        """Kill every running command's process group on its node (a small task pinned there),
+        then cancel the tasks themselves."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        with self._lock:
+            self._cancelled = True
+            running = dict(self._refs)
+        deadline = time.monotonic() + 2  # a task that just started reports its pid soon
+        while any(t not in self._pids for t in running) and time.monotonic() < deadline:
+            ready, _ = ray.wait(list(running.values()), num_returns=len(running), timeout=0)
+            if len(ready) == len(running):
+                break
+            time.sleep(0.05)
+        refs = list(running.values())
+        pids = [self._pids[t] for t in running if t in self._pids]
+        kills = []
+        for node, pid in pids:
+            strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+            kills.append(_remote_kill.options(scheduling_strategy=strategy).remote(pid))
+        if kills:
+            ray.wait(kills, num_returns=len(kills), timeout=_GRACE + 5)
+        for ref in refs:
+            try:
+                ray.cancel(ref, force=False)
+            except Exception:  # noqa: BLE001 - already finished
+                pass
+        deadline = time.monotonic() + _GRACE + 2
+        pending = list(refs)
+        while pending and time.monotonic() < deadline:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._drainer.join(timeout=2)
+        try:
+            ray.kill(self._queue.actor)
+        except Exception:  # noqa: BLE001 - the cluster may be gone already
+            pass
+        if self._started_ray:
+            ray.shutdown()
+
+
+def _tee(on_line: OnLine, log: Any) -> Callable[[str], None]:
+    def emit(line: str) -> None:
+        log.write(line + "\n")
+        log.flush()
+        on_line(line)
+    return emit
+
+
+def _fmt(key: str, v: float) -> str:
+    if key in ("memory", "object_store_memory"):
+        return f"{v / 2**30:.1f}GiB"
+    return f"{v:g}" if not math.isinf(v) else "inf"
