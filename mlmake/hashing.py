@@ -10,7 +10,10 @@ import glob as globmod
 import json
 import marshal
 import os
+import shutil
 import stat as stat_mod
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, NamedTuple
@@ -85,66 +88,132 @@ def is_glob(pattern: str) -> bool:
     return globmod.has_magic(pattern)
 
 
+_FIND = shutil.which("find") if sys.platform.startswith("linux") else None
+_FIND_FORMAT = "%H\\0%P\\0%i\\0%s\\0%T@\\0%m\\0%y\\n"
+
+
+def _split_find(out: bytes, rels: list[str]) -> dict[str, str] | None:
+    """Cut one find output into the runs of its starting points (printed in order)."""
+    bounds: list[int] = []
+    pos = 0
+    for rel in rels:
+        head = f"./{rel}".encode() + b"\x00\x00"
+        if not bounds:
+            i = 0 if out.startswith(head) else -1
+        else:
+            i = out.find(b"\n" + head, pos)
+            i = i + 1 if i >= 0 else -1
+        if i < 0:
+            return None
+        bounds.append(i)
+        pos = i
+    bounds.append(len(out))
+    return {rel: "find:" + hash_bytes(out[bounds[k]:bounds[k + 1]])
+            for k, rel in enumerate(rels)}
+
+
+def _py_signature(files: list[tuple[str, os.stat_result]]) -> str:
+    return "py:" + hash_bytes(marshal.dumps(
+        [(p, s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for p, s in files]))
+
+
 class StatCache:
     """Remembers (inode, size, mtime_ns) → hash per path so unchanged files are not re-read.
 
-    Kept in one marshal file, loaded once and written atomically when something changed.
-    Entries for files modified in the last moments are not trusted (they may change again
-    within one timestamp tick), as Git does for its index.
+    Two marshal files: `path` holds tree signatures and the entries of files hashed on
+    their own (small, read on every check); `path.files` the entries of files inside trees
+    and of store objects (`bulk`), read only when a tree changed. Both are written atomically when something changed. Entries for files
+    modified in the last moments are not trusted (they may change again within one
+    timestamp tick), as Git does for its index.
     """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self.files: dict[str, tuple[int, int, int, str]] = {}
+        self._files: dict[str, tuple[int, int, int, str]] | None = None if path else {}
         self.trees: dict[str, tuple[str, str]] = {}
-        self.dirty = False
+        self.direct: dict[str, tuple[int, int, int, str]] = {}
+        self.dirty = False  # trees or direct entries changed
+        self.files_dirty = False
         if path:
-            try:
-                with open(path, "rb") as fh:
-                    data = marshal.load(fh)
-                if _valid_cache(data):
-                    self.files, self.trees = data[1], data[2]
-            except (OSError, EOFError, ValueError, TypeError):
-                pass
+            data = _load(path)
+            if _valid_small(data):
+                self.trees, self.direct = data[1], data[2]
 
-    def get(self, rel: str, st: os.stat_result) -> str | None:
-        hit = self.files.get(rel)
-        if hit is not None and hit[0] == st.st_ino and hit[1] == st.st_size \
-                and hit[2] == st.st_mtime_ns:
+    @property
+    def files(self) -> dict[str, tuple[int, int, int, str]]:
+        if self._files is None:
+            data = _load(f"{self.path}.files")
+            ok = type(data) is tuple and len(data) == 2 and data[0] == TREE_FORMAT \
+                and type(data[1]) is dict
+            self._files = data[1] if ok else {}
+        return self._files
+
+    def get(self, rel: str, st: os.stat_result, bulk: bool = True) -> str | None:
+        hit = (self.files if bulk else self.direct).get(rel)
+        if type(hit) is tuple and len(hit) == 4 and hit[0] == st.st_ino \
+                and hit[1] == st.st_size and hit[2] == st.st_mtime_ns and type(hit[3]) is str:
             return hit[3]
         return None
 
-    def put(self, rel: str, st: os.stat_result, digest: str, now_ns: int) -> None:
+    def tree(self, rel: str) -> tuple[str, str] | None:
+        hit = self.trees.get(rel)
+        if type(hit) is tuple and len(hit) == 2 and type(hit[1]) is str:
+            return hit
+        return None
+
+    def put(self, rel: str, st: os.stat_result, digest: str, now_ns: int,
+            bulk: bool = True) -> None:
         if now_ns - st.st_mtime_ns < _RACY_NS:
             return
-        self.files[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
-        self.dirty = True
+        entry = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
+        if bulk:
+            self.files[rel] = entry
+            self.files_dirty = True
+        else:
+            self.direct[rel] = entry
+            self.dirty = True
 
     def save(self) -> None:
-        if not (self.dirty and self.path):
+        if not self.path:
             return
-        tmp = f"{self.path}.{os.getpid()}.tmp"
+        if self.files_dirty and self._files is not None:
+            _dump(f"{self.path}.files", (TREE_FORMAT, self._files))
+            self.files_dirty = False
+        if self.dirty:
+            _dump(self.path, (TREE_FORMAT, self.trees, self.direct))
+            self.dirty = False
+
+
+def _valid_small(data: Any) -> bool:
+    """The small stat-cache file has this format's number and layout throughout (it is
+    small, so checking every entry is cheap; the large one is checked entry by entry)."""
+    return (type(data) is tuple and len(data) == 3 and data[0] == TREE_FORMAT
+            and type(data[1]) is dict and type(data[2]) is dict
+            and all(type(v) is tuple and len(v) == 2 and type(v[0]) is str
+                    and type(v[1]) is str for v in data[1].values())
+            and all(type(v) is tuple and len(v) == 4 and type(v[3]) is str
+                    for v in data[2].values()))
+
+
+def _load(path: str) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return marshal.load(fh)
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+
+
+def _dump(path: str, data: Any) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            marshal.dump(data, fh)
+        os.replace(tmp, path)
+    except OSError:
         try:
-            with open(tmp, "wb") as fh:
-                marshal.dump((TREE_FORMAT, self.files, self.trees), fh)
-            os.replace(tmp, self.path)
+            os.unlink(tmp)
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        self.dirty = False
-
-
-def _valid_cache(data: Any) -> bool:
-    """True when loaded stat-cache data has this format's number and layout throughout."""
-    if not (type(data) is tuple and len(data) == 3 and data[0] == TREE_FORMAT
-            and type(data[1]) is dict and type(data[2]) is dict):
-        return False
-    return all(type(v) is tuple and len(v) == 4 and type(v[3]) is str
-               for v in data[1].values()) \
-        and all(type(v) is tuple and len(v) == 2 and type(v[0]) is str and type(v[1]) is str
-                for v in data[2].values())
+            pass
 
 
 class Hasher:
@@ -154,6 +223,53 @@ class Hasher:
         self.root = root
         self.cache = cache or StatCache(None)
         self.now_ns = time.time_ns()
+        self._sigs: dict[str, str] = {}
+
+    def prefetch(self, rels: Iterable[str]) -> None:
+        """Compute the stat signatures of several trees at once (one `find` for all), so a
+        check over many directory deps costs about one stat per file, done in C."""
+        dirs = [r for r in dict.fromkeys(rels)
+                if r not in self._sigs and os.path.isdir(self.abspath(r))]
+        if len(dirs) > 1:
+            self._sigs.update(self.signatures(dirs))
+
+    def signatures(self, rels: list[str]) -> dict[str, str]:
+        """Stat signatures of directory trees: names, inodes, sizes, mtimes and modes of
+        everything below them, as GNU find prints them. Any change a content hash could see
+        changes the signature; {} where find is not available (callers fall back). Many
+        trees are split over one find process per CPU."""
+        if _FIND is None or not rels:
+            return {}
+        import tempfile
+
+        nproc = min(len(rels), os.cpu_count() or 1, 4) if len(rels) >= 8 else 1
+        chunks = [rels[i::nproc] for i in range(nproc)]
+        running = []
+        try:
+            for chunk in chunks:
+                buf = tempfile.TemporaryFile()  # a file, not a pipe: no read loop
+                proc = subprocess.Popen(
+                    [_FIND, "-L", *(f"./{r}" for r in chunk), "-printf", _FIND_FORMAT],
+                    cwd=self.root, stdout=buf, stderr=subprocess.DEVNULL)
+                running.append((chunk, proc, buf))
+            result: dict[str, str] = {}
+            for chunk, proc, buf in running:
+                if proc.wait() != 0:
+                    return {}  # a loop or a vanished path: walk in Python instead
+                buf.seek(0)
+                part = _split_find(buf.read(), chunk)
+                if part is None:
+                    return {}
+                result.update(part)
+            return result
+        except OSError:
+            return {}
+        finally:
+            for _, proc, buf in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                buf.close()
 
     def abspath(self, rel: str) -> str:
         return os.path.join(self.root, rel)
@@ -161,10 +277,10 @@ class Hasher:
     def file(self, rel: str, st: os.stat_result | None = None) -> str:
         """Content hash of the file at project path `rel`."""
         st = st or os.stat(self.abspath(rel))
-        digest = self.cache.get(rel, st)
+        digest = self.cache.get(rel, st, bulk=False)
         if digest is None:
             digest = hash_file(self.abspath(rel))
-            self.cache.put(rel, st, digest, self.now_ns)
+            self.cache.put(rel, st, digest, self.now_ns, bulk=False)
         return digest
 
     def path(self, rel: str) -> str | None:
@@ -183,12 +299,13 @@ class Hasher:
         Fast path: the stat signature of the whole tree is compared with the cached one, so
         an unchanged tree costs one stat per file and no per-file lookups.
         """
-        files = self._walk(rel)
-        sig = hash_bytes(marshal.dumps([(p, s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode)
-                                        for p, s in files]))
-        cached = self.cache.trees.get(rel)
-        if cached is not None and cached[0] == sig and not manifest:
+        sig = self._sigs.pop(rel, None) or self.signatures([rel]).get(rel)
+        cached = self.cache.tree(rel)
+        if sig is not None and cached is not None and cached[0] == sig and not manifest:
             return cached[1], []
+        files = self._walk(rel)
+        if sig is None:
+            sig = _py_signature(files)
         entries = self._hash_many(rel, files)
         digest = tree_digest(entries)
         newest = max((s.st_mtime_ns for _, s in files), default=0)

@@ -84,10 +84,22 @@ class Lock:
         return cls(path, entries, text)
 
     def render(self, keep: set[str] | None = None) -> str:
-        targets = {k: e.as_json() for k, e in sorted(self.entries.items())
-                   if keep is None or k in keep}
-        return json.dumps({"version": LOCK_FORMAT, "targets": targets}, indent=2,
-                          sort_keys=True, ensure_ascii=False) + "\n"
+        """The file's text: `json.dumps(..., indent=2, sort_keys=True)` byte for byte, built
+        from per-entry fragments that are cached, so rewriting a large lock stays cheap."""
+        cache = self.__dict__.setdefault("_fragments", {})
+        parts = []
+        for name, e in sorted(self.entries.items()):
+            if keep is not None and name not in keep:
+                continue
+            hit = cache.get(name)
+            if hit is None or hit[0] is not e:
+                body = json.dumps(e.as_json(), indent=2, sort_keys=True, ensure_ascii=False)
+                hit = (e, json.dumps(name, ensure_ascii=False) + ": "
+                       + body.replace("\n", "\n    "))
+                cache[name] = hit
+            parts.append("    " + hit[1])
+        targets = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
+        return f'{{\n  "targets": {targets},\n  "version": {LOCK_FORMAT}\n}}\n'
 
     def write(self, keep: set[str] | None = None) -> bool:
         """Write atomically (temp file + rename) when the content changed; True if written."""

@@ -180,6 +180,7 @@ class Checker:
         intermediate files: its recorded outs still define its dependents' keys.
         """
         order = self.graph.order(names)
+        self.prefetch(order)
         own = {n: self.state(self.graph.targets[n], force) for n in order}
         benign = self._intermediates(order, names, own, requested)
         plan = Plan(order)
@@ -211,6 +212,17 @@ class Checker:
                 benign.add(n)
         return benign
 
+    def prefetch(self, order: list[str]) -> None:
+        """Stat-sign every directory the check will hash (deps nobody produces and outs) in
+        one pass before the targets are checked one by one."""
+        paths: list[str] = []
+        for n in order:
+            t = self.graph.targets[n]
+            paths += [d for d in t.deps if not is_glob(d)
+                      and not self.graph.dep_producers.get((n, d))]
+            paths += list(t.all_outs)
+        self.hasher.prefetch(paths)
+
     def lookahead(self, names: set[str], requested: set[str], runcache: Any,
                   force: bool) -> "Lookahead":
         """Predict, without running anything, which stale targets the run cache can serve and
@@ -220,6 +232,7 @@ class Checker:
         self.entries = dict(saved)
         try:
             order = self.graph.order(names)
+            self.prefetch(order)
             states: dict[str, TargetState] = {}
             reusable: dict[str, dict[str, dict[str, Any]]] = {}
             must_run: set[str] = set()

@@ -51,16 +51,20 @@ class Store:
 
     def __init__(self, path: str, root: str, stat_cache: StatCache,
                  link_types: tuple[str, ...] = ("reflink", "hardlink", "copy")) -> None:
-        from dvc_objects.db import ObjectDB
-        from dvc_objects.fs.local import LocalFileSystem
-
         self.path = path
         self.root = root
         self.stats = stat_cache
         self.link_types = link_types
-        self.odb = ObjectDB(LocalFileSystem(), path)
         self._link: str | None = None
         self._made: set[str] = set()
+
+    @property
+    def odb(self) -> Any:
+        """dvc-objects' ObjectDB over this store (its layout and listing)."""
+        from dvc_objects.db import ObjectDB
+        from dvc_objects.fs.local import LocalFileSystem
+
+        return ObjectDB(LocalFileSystem(), self.path)
 
     # -- objects ----------------------------------------------------------------------------
     def object_path(self, oid: str) -> str:
@@ -245,7 +249,7 @@ class Store:
         _remove(full)
         os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
         self._link_new(self.object_path(record["hash"]), full)
-        self._note(out, full, record["hash"])
+        self._note(out, full, record["hash"], bulk=False)
         return 1
 
     def export(self, record: dict[str, Any], dest: str, inner: str = "") -> None:
@@ -283,9 +287,9 @@ class Store:
                 os.chmod(tmp, (st.st_mode | 0o644) & 0o777)
                 os.replace(tmp, p)
 
-    def _note(self, rel: str, path: str, oid: str) -> None:
+    def _note(self, rel: str, path: str, oid: str, bulk: bool = True) -> None:
         try:
-            self.stats.put(rel, os.stat(path), oid, self.stats_now())
+            self.stats.put(rel, os.stat(path), oid, self.stats_now(), bulk=bulk)
         except FileNotFoundError:
             pass
 

@@ -100,27 +100,30 @@ class LiveReporter(PlainReporter):
 
     def _render(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table.grid(padding=(0, 2))
         now = time.monotonic()
         for name, (t0, est) in list(self.running.items())[:12]:
             eta = f"~{_fmt_secs(max(0.0, est - (now - t0)))} left" if est else ""
-            table.add_row(f"[bold cyan]●[/] {name}", _fmt_secs(now - t0), eta)
+            table.add_row(Text.assemble(("● ", "bold cyan"), name), Text(_fmt_secs(now - t0)),
+                          Text(eta, style="dim"))
         if len(self.running) > 12:
-            table.add_row(f"… and {len(self.running) - 12} more", "", "")
+            table.add_row(Text(f"… and {len(self.running) - 12} more"), Text(""), Text(""))
         done = sum(self.counts.values())
         c = self.counts
-        table.add_row(f"[dim]{done}/{self.total} · ran {c['ran']} · reused {c['reused']} · "
-                      f"up to date {c['uptodate']} · failed {c['failed']} · "
-                      f"{_fmt_secs(now - self.started)}[/]", "", "")
+        table.add_row(Text(f"{done}/{self.total} · ran {c['ran']} · reused {c['reused']} · "
+                           f"up to date {c['uptodate']} · failed {c['failed']} · "
+                           f"{_fmt_secs(now - self.started)}", style="dim"), Text(""), Text(""))
         return table
 
     def emit(self, event: ev.Event) -> None:
         if isinstance(event, ev.BuildStarted):
             self.total = len(event.targets)
             self.started = time.monotonic()
-            self.live.start()
+            self.live.start(refresh=True)
             self._live_on = True
+            self._last_refresh = time.monotonic()
         elif isinstance(event, ev.TargetStarted):
             self.running[event.name] = (time.monotonic(), event.estimate)
         elif isinstance(event, ev.TargetFinished):
@@ -130,6 +133,10 @@ class LiveReporter(PlainReporter):
         elif isinstance(event, ev.BuildFinished) and self._live_on:
             self.live.stop()
             self._live_on = False
+        if self._live_on and isinstance(event, (ev.TargetStarted, ev.TargetFinished)) \
+                and time.monotonic() - self._last_refresh > 0.05:
+            self._last_refresh = time.monotonic()
+            self.live.refresh()
         super().emit(event)
 
     def close(self) -> None:

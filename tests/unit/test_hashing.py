@@ -208,7 +208,7 @@ def test_corrupt_stat_cache_is_ignored(tmp_path: Path, content: bytes):
     assert cache.files == {} and cache.trees == {}
     assert Hasher(str(root), cache).file("data.csv") == hash_bytes(b"x")
     cache.save()
-    assert StatCache(str(cache_file)).files  # rewritten as a valid cache
+    assert StatCache(str(cache_file)).direct  # rewritten as a valid cache
 
 
 # -- trees --------------------------------------------------------------------------------------
@@ -363,3 +363,52 @@ def test_large_tree_hashed_in_parallel_matches_serial(tmp_path: Path,
     parallel = Hasher(str(tmp_path)).tree("d", manifest=True)
     monkeypatch.setattr(hashing, "_PARALLEL_BYTES", 1 << 60)
     assert Hasher(str(tmp_path)).tree("d", manifest=True) == parallel
+
+
+# -- tree signatures ----------------------------------------------------------------------------
+
+def _tree(tmp_path: Path, n: int = 3) -> Path:
+    root = tmp_path / "sig"
+    for i in range(n):
+        write(root, {f"d{i}/a.txt": f"a{i}", f"d{i}/sub/b.txt": f"b{i}"})
+    return root
+
+
+def test_find_signatures_split_many_trees_like_one_at_a_time(tmp_path: Path):
+    root = _tree(tmp_path, 10)
+    h = Hasher(str(root), StatCache(None))
+    together = h.signatures([f"d{i}" for i in range(10)])
+    if not together:
+        pytest.skip("GNU find is not available: the Python walk is used instead")
+    assert together == {f"d{i}": h.signatures([f"d{i}"])[f"d{i}"] for i in range(10)}
+    assert len(set(together.values())) == 10
+
+
+def test_signature_changes_when_a_file_changes_in_place(tmp_path: Path):
+    root = _tree(tmp_path, 1)
+    h = Hasher(str(root), StatCache(None))
+    before = h.signatures(["d0"])
+    if not before:
+        pytest.skip("GNU find is not available")
+    f = root / "d0" / "sub" / "b.txt"
+    f.write_text("B0")  # same size, new content and mtime
+    assert h.signatures(["d0"]) != before
+
+
+@pytest.mark.parametrize("use_find", [True, False], ids=["find", "python-walk"])
+def test_tree_hash_is_the_same_with_or_without_find(tmp_path: Path, monkeypatch, use_find):
+    root = _tree(tmp_path, 2)
+    expected = Hasher(str(root), StatCache(None)).tree("d1", manifest=True)[0]
+    if not use_find:
+        monkeypatch.setattr(hashing, "_FIND", None)
+    cache = StatCache(str(tmp_path / "cache"))
+    h = Hasher(str(root), cache)
+    h.now_ns += 10**12  # nothing here is "racy"
+    h.prefetch(["d0", "d1"])
+    assert h.tree("d1")[0] == expected
+    cache.save()
+    h2 = Hasher(str(root), StatCache(str(tmp_path / "cache")))
+    h2.now_ns += 10**12
+    assert h2.tree("d1")[0] == expected  # from the signature fast path
+    (root / "d1" / "a.txt").write_text("changed")
+    assert h2.tree("d1")[0] != expected
