@@ -15,12 +15,12 @@ from mlmake.executors.base import Executor, Job
 from mlmake.graph import Graph
 from mlmake.hashing import Entry, Hasher
 from mlmake.lockfile import Lock
-from mlmake.errors import StoreError
+from mlmake.errors import RemoteError, StoreError
 from mlmake.model import Outcome, Pipeline, Target
 from mlmake.plan import Checker, Lookahead, TargetState
 from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
-from mlmake.store import Store
+from mlmake.store import MissingObjectError, Store
 
 
 @dataclass
@@ -43,7 +43,30 @@ class BuildContext:
     lookahead: Lookahead | None = None
     forced: set[str] = field(default_factory=set)
     estimates: dict[str, float] = field(default_factory=dict)
+    keys_dir: str | None = None  # shared .mlmake/keys/: one builder per target key at once
+    state_dir: str | None = None  # the .mlmake/ whose envs/ holds the venvs (shared too)
+    remote: Any = None  # a sync.BuildRemote: remote lookups, downloads, uploads (or None)
     mutex: threading.Lock = field(default_factory=threading.Lock)
+    lock_interval: float = 0.2
+    _lock_saved: float = 0.0
+    _lock_dirty: bool = False
+
+    def save_lock(self, force: bool = False) -> None:
+        """Write Mlfile.lock (call with `mutex` held): at once when forced, else at most every
+        `lock_interval` seconds so a build of many quick targets does not spend its time
+        rewriting the lock. Results written since are safe in the run cache and the final
+        write (also on interrupt) records them."""
+        self._lock_dirty = True
+        now = time.monotonic()
+        if force or now - self._lock_saved >= self.lock_interval:
+            self.lock.write(set(self.pipeline.targets))
+            self._lock_saved = now
+            self._lock_dirty = False
+
+    def flush_lock(self) -> None:
+        with self.mutex:
+            if self._lock_dirty:
+                self.save_lock(force=True)
     ran: set[str] = field(default_factory=set)
 
 
@@ -52,9 +75,32 @@ class Builder:
 
     def __init__(self, ctx: BuildContext) -> None:
         self.ctx = ctx
+        self._claims: dict[str, Any] = {}
         os.makedirs(ctx.log_dir, exist_ok=True)
 
     def work(self, name: str, gpus: tuple[str, ...]) -> Outcome:
+        try:
+            return self._work(name, gpus)
+        finally:
+            claim = self._claims.pop(name, None)
+            if claim is not None:
+                claim.release()
+
+    def _claim(self, t: Target, state: TargetState, forced: bool) -> bool:
+        """Claim `t`'s key before executing it, so that two builds sharing the state
+        directory (triggered runs in worktrees) run it once; True when another builder held
+        it, so its result may now be in the run cache."""
+        ctx = self.ctx
+        if not ctx.keys_dir or not t.cache or forced or t.always or state.key is None:
+            return False
+        from mlmake.keylock import KeyClaim
+
+        claim = KeyClaim(ctx.keys_dir, state.key)
+        self._claims[t.name] = claim
+        return claim.acquire(lambda: ctx.reporter.emit(ev.Notice(
+            f"{t.name}: another build is running the same key; waiting for its result")))
+
+    def _work(self, name: str, gpus: tuple[str, ...]) -> Outcome:
         ctx = self.ctx
         t = ctx.graph.targets[name]
         started = time.time()
@@ -76,17 +122,20 @@ class Builder:
                 f"dep '{missing[0]}' is missing after its upstream ran; check that the "
                 "upstream target writes it")), started, state)
         recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)
+        if recs is None and self._claim(t, state, forced):
+            recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)  # built meanwhile
         if recs is not None:
             try:
                 outcome = self.reuse(t, state, recs, materialize=needed, started=started)
-            except StoreError as exc:
-                ctx.reporter.emit(ev.Notice(f"{t.name}: {exc} Running it instead.",
-                                            "warning"))
+            except (StoreError, RemoteError) as exc:
+                if not (ctx.remote is not None and isinstance(exc, MissingObjectError)):
+                    ctx.reporter.emit(ev.Notice(f"{t.name}: {exc} Running it instead.",
+                                                "warning"))  # (the remote lacks it: quiet)
             else:
                 return outcome
         try:
             self.materialize_inputs(t)
-        except StoreError as exc:
+        except (StoreError, RemoteError) as exc:
             return self._finish(t, Outcome(name, "failed", key=state.key,
                                            message=str(exc)), started, state)
         return self.execute(t, state, gpus, started)
@@ -97,10 +146,13 @@ class Builder:
         them in the work tree) instead of running it."""
         ctx = self.ctx
         root = ctx.pipeline.root
+        source = ctx.remote.source(state.key) if ctx.remote is not None else "local"
         if materialize:
+            if ctx.remote is not None and ctx.remote.fetch({o: recs[o] for o in t.all_outs}):
+                source = ctx.remote.name
             for out in t.all_outs:
                 for oid in ctx.store.missing(recs[out]):
-                    raise StoreError(f"'{out}' is not in the cache (object {oid[:12]}…)")
+                    raise MissingObjectError(oid, out)
             for out in t.all_outs:
                 rec = recs[out]
                 if ctx.hasher.path(out) == rec["hash"]:
@@ -111,8 +163,12 @@ class Builder:
                     ctx.store.restore(out, rec)
         with ctx.mutex:
             ctx.lock.entries[t.name] = state.entry(t.cmd, recs)
-            ctx.lock.write(set(ctx.pipeline.targets))
-        return self._finish(t, Outcome(t.name, "reused", key=state.key, source="local",
+            ctx.save_lock()
+        if ctx.remote is not None and materialize:
+            ctx.remote.adopt(state.key)
+            if source == "local" and t.cache:
+                ctx.remote.upload(t.name, state.key, recs)
+        return self._finish(t, Outcome(t.name, "reused", key=state.key, source=source,
                                        message="" if materialize else "not materialized"),
                             started, state, recs)
 
@@ -127,6 +183,8 @@ class Builder:
             for out, rec in entry.outs.items():
                 if out in ut.metrics or ctx.hasher.path(out) == rec["hash"]:
                     continue
+                if ctx.remote is not None:
+                    ctx.remote.fetch({out: rec})
                 ctx.store.restore(out, rec)
 
     def execute(self, t: Target, state: TargetState, gpus: tuple[str, ...],
@@ -145,7 +203,9 @@ class Builder:
         log_path = os.path.join(ctx.log_dir, f"{t.name}.log")
         ctx.reporter.emit(ev.TargetStarted(t.name, state.reasons, ctx.estimates.get(t.name)))
         job = Job(target=t, root=ctx.pipeline.root, log_path=log_path, gpus=gpus,
-                  env={"MLMAKE_TARGET": t.name, "MLMAKE_ROOT": ctx.pipeline.root})
+                  env={"MLMAKE_TARGET": t.name, "MLMAKE_ROOT": ctx.pipeline.root},
+                  env_spec=ctx.pipeline.envs.get(t.env) if t.env else None,
+                  env_digest=state.env, state_dir=ctx.state_dir)
         t0 = time.monotonic()
         result = ctx.executor.run(job, lambda line: ctx.reporter.emit(
             ev.TargetOutput(t.name, line)))
@@ -166,7 +226,9 @@ class Builder:
         with ctx.mutex:
             ctx.ran.add(t.name)
             ctx.lock.entries[t.name] = state.entry(t.cmd, outs)
-            ctx.lock.write(set(ctx.pipeline.targets))
+            ctx.save_lock()
+        if ctx.remote is not None and t.cache:
+            ctx.remote.upload(t.name, state.key, outs)
         return self._finish(t, Outcome(t.name, "ran", duration, 0, log_path, key=state.key,
                                        node=result.node), started, state, outs)
 

@@ -260,17 +260,32 @@ class Checker:
 
     def cached_outs(self, t: Target, st: TargetState, runcache: Any,
                     force: bool) -> dict[str, dict[str, Any]] | None:
-        """Out records a stale target can be restored from: its run-cache entry, or its lock
-        entry when only its outs went missing or were edited."""
+        """Out records a stale target can be restored from: its lock entry when only its outs
+        went missing or were edited, else its run-cache entry; either only when its objects
+        can be had (so a prediction never leans on outputs that exist nowhere)."""
         if force or t.always or not t.cache or st.key is None or runcache is None:
             return None
         old = self.entries.get(t.name)
-        if old is not None and old.key == st.key and set(old.outs) == set(t.all_outs):
+        if old is not None and old.key == st.key and set(old.outs) == set(t.all_outs) \
+                and self.available(old.outs, runcache):
             return old.outs
         recs = runcache.get(st.key)
-        if recs is not None and set(recs) == set(t.all_outs):
+        if recs is not None and set(recs) == set(t.all_outs) and self.available(recs, runcache):
             return recs
         return None
+
+    def available(self, recs: dict[str, dict[str, Any]], runcache: Any) -> bool:
+        """True when every object of `recs` is in the local store, or on the remote behind a
+        layered run cache (one with `available`)."""
+        check = getattr(runcache, "available", None)
+        if check is not None:
+            return bool(check(recs))
+        if self.store is None:
+            return True
+        try:
+            return not any(self.store.missing(r) for r in recs.values())
+        except StoreError:
+            return False
 
 
 def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[str, Any],

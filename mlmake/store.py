@@ -121,7 +121,8 @@ class Store:
         st = os.stat(dest)
         self.stats.put(self._stat_key(oid), st, oid, self.stats_now())
 
-    def add_bytes(self, oid: str, data: bytes) -> None:
+    def add_bytes(self, oid: str, data: bytes, executable: bool = False) -> None:
+        """Put `data` into the store as `oid` (temporary name, then rename)."""
         dest = self.object_path(oid)
         if os.path.exists(dest):
             return
@@ -129,7 +130,7 @@ class Store:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, _RO)
+        os.chmod(tmp, _RO_EXEC if executable else _RO)
         os.replace(tmp, dest)
 
     def add_manifest(self, entries: list[Entry]) -> str:

@@ -1,0 +1,131 @@
+"""Remote cache commands: push and pull, with a progress bar (files, bytes, rate)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from mlmake.cli.app import Ctx, command
+from mlmake.cli.outputs import _size
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+class BarProgress:
+    """A rich progress bar on a terminal (mlmake.remote.Progress); silent elsewhere."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        self._task: Any = None
+        self._bytes = 0
+        self._t0 = 0.0
+
+    def start(self, label: str, files: int, nbytes: int) -> None:
+        if not self.enabled or files == 0:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        with self._lock:
+            self._bytes, self._t0 = 0, time.monotonic()
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("files"),
+                                 TextColumn("{task.fields[size]}"), transient=True,
+                                 console=Console(stderr=True))
+            self._task = self._bar.add_task(label, total=files, size="")
+            self._bar.start()
+
+    def advance(self, files: int, nbytes: int) -> None:
+        with self._lock:
+            if self._bar is None:
+                return
+            self._bytes += nbytes
+            rate = self._bytes / max(1e-6, time.monotonic() - self._t0)
+            self._bar.update(self._task, advance=files,
+                             size=f"{_size(self._bytes)} · {_size(int(rate))}/s")
+
+    def finish(self) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.stop()
+                self._bar = None
+
+
+def _progress(g: Ctx) -> BarProgress:
+    return BarProgress(not g.quiet and sys.stderr.isatty() and os.environ.get("TERM") != "dumb")
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    return f"{_size(nbytes)} in {seconds:.1f}s ({_size(int(nbytes / max(seconds, 1e-6)))}/s)"
+
+
+def remote_options(f: Any) -> Any:
+    opts = [
+        click.argument("targets", nargs=-1),
+        click.option("-r", "--remote", default=None, metavar="NAME",
+                     help="Remote to use (default: [project] remote, or the only one)."),
+        click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+                     help="Parallel transfers (default: 8 per CPU for object stores such as "
+                          "S3, 4 per CPU for directories)."),
+        click.option("--all-commits", is_flag=True,
+                     help="Also what the Mlfile.lock of every commit on any branch or tag "
+                          "references, not only the work tree's."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@command("push")
+@remote_options
+@pass_ctx
+def push_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | None,
+             all_commits: bool) -> int:
+    """Upload outputs and their run-cache entries to a remote.
+
+    Sends the objects that the Mlfile.lock entries of TARGETS (default: all) reference,
+    and only those the remote lacks. Credentials come from the environment or profile."""
+    res = g.project().push(targets, remote, jobs, all_commits, callback=_progress(g))
+    for out in res.missing:
+        click.echo(f"warning: {out} is not in the local cache, so it was not pushed; build it "
+                   "(`mlmake`) or pull it first", err=True)
+    click.echo(f"pushed {res.pushed} objects ({_rate(res.nbytes, res.duration)}) and "
+               f"{res.runcache} run-cache entries to '{res.remote}'; {res.present} objects "
+               "were already there")
+    return 1 if res.missing else 0
+
+
+@command("pull")
+@remote_options
+@pass_ctx
+def pull_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | None,
+             all_commits: bool) -> int:
+    """Download outputs from a remote and restore them into the work tree.
+
+    Fetches the objects that the Mlfile.lock entries of TARGETS (default: all) reference,
+    verifying each one's hash before it enters the cache, plus their run-cache entries;
+    then restores the work tree's outs like `mlmake checkout` (a pull is fetch + checkout).
+    Outs edited by hand are never overwritten."""
+    res = g.project().pull(targets, remote, jobs, all_commits, callback=_progress(g))
+    co = res.checkout
+    if co is not None and not g.quiet:
+        for out in co.restored:
+            click.echo(f"restored {out}")
+    for out in res.missing:
+        click.echo(f"warning: remote '{res.remote}' does not have {out}; build it (`mlmake`)",
+                   err=True)
+    line = (f"fetched {res.fetched} objects ({_rate(res.nbytes, res.duration)}) and "
+            f"{res.runcache} run-cache entries from '{res.remote}'; {res.present} were "
+            "already here")
+    if co is not None:
+        line += (f" · restored {len(co.restored)} · unchanged {len(co.unchanged)} · "
+                 f"missing {len(co.missing)}")
+    click.echo(line)
+    return 1 if res.missing or (co is not None and co.missing) else 0
