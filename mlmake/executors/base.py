@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from mlmake.model import Target
+from mlmake.model import EnvSpec, Target
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,22 @@ class Capacity:
 
 @dataclass(frozen=True)
 class Job:
-    """One command to run: the target, where, where to log, extra environment, GPU ids."""
+    """One command to run: the target, where, where to log, extra environment, GPU ids,
+    and the environment spec it runs in with that spec's digest (None: the host's).
+
+    An executor prepares the env where the command runs: `mlmake.envs.prepare(env_spec,
+    env_digest, root, state_dir, log=…)` builds it once per digest and returns a Runtime.
+    `state_dir` is the .mlmake/ whose envs/ holds the venvs (None: the one in `root`).
+    """
 
     target: Target
     root: str
     log_path: str
     env: dict[str, str] = field(default_factory=dict)
     gpus: tuple[str, ...] = ()
+    env_spec: EnvSpec | None = None
+    env_digest: str | None = None
+    state_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ import signal
 import subprocess
 import threading
 import time
+from typing import Any, Callable
 
+from mlmake import envs
+from mlmake.errors import EnvError
 from mlmake.executors.base import Capacity, Job, JobResult, OnLine, machine_capacity
 
 _GRACE = 3.0
@@ -20,18 +23,49 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._containers: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._cancelled = False
+        self._cancel = threading.Event()  # stops environment builds in progress
 
     def capacity(self, need_gpus: bool) -> Capacity:
         return machine_capacity(need_gpus)
 
     def run(self, job: Job, on_line: OnLine) -> JobResult:
+        with open(job.log_path, "wb") as log:
+            def emit(raw: bytes) -> None:
+                log.write(raw)
+                on_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+
+            runtime = None
+            if job.env_spec is not None:
+                if self._cancel.is_set():
+                    return JobResult(-signal.SIGTERM, "interrupted before it started")
+                try:
+                    runtime = envs.prepare(
+                        job.env_spec, job.env_digest or "", job.root, job.state_dir,
+                        log=lambda line: emit(line.encode() + b"\n"), cancel=self._cancel,
+                        record=lambda line: log.write(line.encode() + b"\n"))
+                except EnvError as exc:
+                    log.write(f"mlmake: {exc}\n".encode())
+                    if self._cancel.is_set():
+                        return JobResult(-signal.SIGTERM, "interrupted while its environment "
+                                                          "was being built")
+                    return JobResult(1, str(exc))
+                log.flush()
+            if runtime is not None and runtime.kind == "docker":
+                return self._run_container(job, runtime, emit)
+            return self._run_process(job, runtime, emit)
+
+    def _run_process(self, job: Job, runtime: envs.Runtime | None,
+                     emit: Callable[[bytes], None]) -> JobResult:
         t = job.target
         env = dict(os.environ)
         env.update(job.env)
         if job.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(job.gpus)
+        if runtime is not None:
+            env = runtime.environ(env)
         cwd = os.path.join(job.root, t.wdir)
         with self._lock:
             if self._cancelled:
@@ -45,10 +79,8 @@ class LocalExecutor:
             self._procs[proc.pid] = proc
         try:
             assert proc.stdout is not None
-            with open(job.log_path, "wb") as log:
-                for raw in iter(proc.stdout.readline, b""):
-                    log.write(raw)
-                    on_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            for raw in iter(proc.stdout.readline, b""):
+                emit(raw)
             code = proc.wait()
         finally:
             with self._lock:
@@ -58,11 +90,47 @@ class LocalExecutor:
             return JobResult(code, f"killed by signal {-code}")
         return JobResult(code, "" if code == 0 else f"exit code {code}")
 
+    def _run_container(self, job: Job, runtime: envs.Runtime,
+                       emit: Callable[[bytes], None]) -> JobResult:
+        from mlmake.envs.docker import ContainerRun
+
+        run = ContainerRun(job, runtime)
+        with self._lock:
+            if self._cancelled:
+                return JobResult(-signal.SIGTERM, "interrupted before it started")
+            try:
+                run.start()
+            except EnvError as exc:
+                return JobResult(125, str(exc))
+            self._containers[id(run)] = run
+        try:
+            for raw in run.lines():
+                emit(raw)
+            code = run.wait()
+        except EnvError as exc:
+            return JobResult(125, str(exc))
+        finally:
+            with self._lock:
+                self._containers.pop(id(run), None)
+            run.close()
+        if run.stopped:
+            return JobResult(-signal.SIGTERM, "interrupted: its container was stopped")
+        if code != 0 and run.oom_killed:
+            return JobResult(code, f"exit code {code}: out of memory (the container's limit "
+                                   "is the target's resources.memory)")
+        return JobResult(code, "" if code == 0 else f"exit code {code}")
+
     def cancel_all(self) -> None:
-        """SIGTERM every running process group, then SIGKILL what is left after a grace."""
+        """SIGTERM every running process group and container, then SIGKILL what is left
+        after a grace; stop environment builds."""
         with self._lock:
             self._cancelled = True
+            self._cancel.set()
             procs = list(self._procs.values())
+            runs = list(self._containers.values())
+        stoppers = [threading.Thread(target=r.stop, args=(_GRACE,), daemon=True) for r in runs]
+        for th in stoppers:
+            th.start()
         for p in procs:
             _kill_group(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + _GRACE
@@ -72,6 +140,8 @@ class LocalExecutor:
             except subprocess.TimeoutExpired:
                 pass
             _kill_group(p.pid, signal.SIGKILL)
+        for th in stoppers:
+            th.join(_GRACE + 10)
 
     def close(self) -> None:
         pass
