@@ -1,0 +1,356 @@
+"""JSON views of a project for the API: run history and details, logs, outputs, the graph with
+live states, and metrics across commits. Plain functions over Project; no web framework."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import posixpath
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from mlmake.errors import MlmakeError
+from mlmake.serve.runs import BadRequest, Runner
+
+if TYPE_CHECKING:
+    from mlmake.project import Project
+    from mlmake.runs import RunRecord
+
+COUNTS = ("ran", "reused", "uptodate", "failed", "blocked")
+_graph_lock = threading.Lock()
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return dt.datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+
+
+# -- runs --------------------------------------------------------------------------------------
+def run_entry(project: Project, b: dict[str, Any], runner: Runner | None = None,
+              records: list[RunRecord] | None = None) -> dict[str, Any]:
+    """One run of the history: id, status, trigger, endpoint, commit, times, params and counts
+    (`ran`, `reused`, `uptodate`, `failed`, `blocked`)."""
+    summary = b.get("summary") or {}
+    status = b["status"]
+    finished = b.get("finished")
+    if status in ("queued", "running") or not summary:
+        recs = records if records is not None else \
+            project.runs_store.runs(build=b["id"], limit=100_000)
+        counts = {k: 0 for k in COUNTS}
+        for r in recs:
+            if r.outcome in counts:
+                counts[r.outcome] += 1
+    else:
+        counts = {k: int(summary.get(k, 0)) for k in COUNTS}
+    end = finished if finished is not None else (time.time() if status == "running"
+                                                 else None)
+    commit = b.get("commit")
+    return {
+        "id": b["id"], "status": status, "trigger": b.get("trigger"),
+        "endpoint": b.get("endpoint"), "commit": commit,
+        "short": commit[:10] if commit else None, "started": b.get("started"),
+        "started_iso": _iso(b.get("started")), "finished": finished,
+        "duration": round(end - b["started"], 3) if end is not None and b.get("started")
+        else None,
+        "params": b.get("params") or {}, "summary": counts, "message": b.get("message"),
+        "host": b.get("host"), "executor": b.get("executor"),
+        "url": f"/api/runs/{b['id']}",
+    }
+
+
+def runs_list(project: Project, limit: int = 50, runner: Runner | None = None
+              ) -> list[dict[str, Any]]:
+    """The run history, newest first, CLI runs included."""
+    return [run_entry(project, b, runner) for b in project.runs_store.builds(limit)]
+
+
+def _build(project: Project, run_id: str) -> dict[str, Any]:
+    b = project.runs_store.build(run_id)
+    if b is None:
+        raise BadRequest(f"unknown run '{run_id}'.", 404, run=run_id)
+    return b
+
+
+def run_detail(project: Project, run_id: str, runner: Runner | None = None
+               ) -> dict[str, Any]:
+    """A run with each target's outcome, duration, exit code, message and out hashes."""
+    b = _build(project, run_id)
+    recs = project.runs_store.runs(build=run_id, limit=100_000)
+    by_target: dict[str, RunRecord] = {}
+    for r in reversed(recs):  # oldest first: the last record of a target wins
+        by_target[r.target] = r
+    entry = run_entry(project, b, runner, recs)
+    running: set[str] = set()
+    if runner is not None and run_id in runner.active:
+        running = set(runner.active[run_id].running)
+    blocked = set((b.get("summary") or {}).get("blocked_targets", []))
+    status = b["status"]
+    lock = None
+    targets = []
+    for name in b.get("targets") or []:
+        r = by_target.get(name)
+        item: dict[str, Any] = {"name": name}
+        if r is not None:
+            item.update(outcome=r.outcome, duration=round(r.duration, 3), started=r.started,
+                        exit_code=r.exit_code, message=r.message, source=r.source,
+                        key=r.key, outs=r.outs or {},
+                        log=bool(r.log) and os.path.exists(_log_path(project, run_id, name,
+                                                                      r)))
+        else:
+            if name in running:
+                outcome = "running"
+            elif status in ("queued", "running"):
+                outcome = "pending"
+            elif name in blocked:
+                outcome = "blocked"
+            elif status == "interrupted":
+                outcome = "not run"
+            else:
+                outcome = "uptodate"
+            outs: dict[str, Any] = {}
+            if outcome == "uptodate" and b.get("commit"):
+                lock = lock if lock is not None else _lock_at(project, b["commit"])
+                e = lock.get(name)
+                outs = dict(e.outs) if e is not None else {}
+            item.update(outcome=outcome, duration=None, started=None, exit_code=None,
+                        message="", source="", key=None, outs=outs,
+                        log=name in running)
+        targets.append(item)
+    entry["targets"] = targets
+    entry["requested"] = b.get("targets") or []
+    return entry
+
+
+def _lock_at(project: Project, commit: str) -> dict[str, Any]:
+    from mlmake import git
+    from mlmake.lockfile import Lock
+
+    try:
+        _, text = git.lock_text_at(project.root, project.lock_path, commit)
+        return dict(Lock.parse(text, project.lock_path).entries)
+    except MlmakeError:
+        return {}
+
+
+def _log_path(project: Project, run_id: str, target: str, rec: RunRecord | None) -> str:
+    if rec is not None and rec.log:
+        return rec.log
+    return project.shared_path("logs", run_id, f"{target}.log")
+
+
+def log_text(project: Project, run_id: str, target: str | None = None) -> str:
+    """The output of one target of a run, or of all its targets with a header each."""
+    b = _build(project, run_id)
+    recs = {r.target: r for r in reversed(project.runs_store.runs(build=run_id,
+                                                                    limit=100_000))}
+    names = list(b.get("targets") or [])
+    if target is not None:
+        if target not in names and target not in recs:
+            raise BadRequest(f"run '{run_id}' has no target '{target}'.", 404, run=run_id,
+                             target=target)
+        path = _log_path(project, run_id, target, recs.get(target))
+        if not os.path.exists(path):
+            r = recs.get(target)
+            how = f"it was {r.outcome}" if r is not None else "it did not run"
+            raise BadRequest(f"target '{target}' has no log in run '{run_id}': {how}.", 404,
+                             run=run_id, target=target)
+        return _read_text(path)
+    parts = []
+    for name in names + [n for n in recs if n not in names]:
+        path = _log_path(project, run_id, name, recs.get(name))
+        if not os.path.exists(path):
+            continue
+        r = recs.get(name)
+        how = f"{r.outcome}, {r.duration:.1f}s" if r is not None else "running"
+        text = _read_text(path)
+        if text and not text.endswith("\n"):
+            text += "\n"
+        parts.append(f"==> {name} ({how}) <==\n{text}")
+    return "\n".join(parts)
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as fh:
+        return fh.read().decode("utf-8", "replace")
+
+
+def output(project: Project, run_id: str, path: str) -> dict[str, Any]:
+    """Where the bytes of `path` as run `run_id` produced it are: {"object": file path in the
+    store, "size"} for a file, {"listing": [...]} for a directory out (or part of one)."""
+    from mlmake.store import MANIFEST_SUFFIX
+
+    b = _build(project, run_id)
+    rel = posixpath.normpath(path.strip("/"))
+    if rel.startswith("..") or rel in ("", "."):
+        raise BadRequest(f"'{path}' is not an output path.", 404, path=path)
+    records: dict[str, dict[str, Any]] = {}
+    for r in reversed(project.runs_store.runs(build=run_id, limit=100_000)):
+        if r.outs:
+            records.update(r.outs)
+    if b.get("commit"):
+        names = set(b.get("targets") or [])
+        for name, e in _lock_at(project, b["commit"]).items():
+            if name in names:
+                for out, rec in e.outs.items():
+                    records.setdefault(out, rec)
+    store = _store(project)
+    for out, rec in records.items():
+        if rel != out and not rel.startswith(out + "/"):
+            continue
+        inner = "" if rel == out else rel[len(out) + 1:]
+        if rec.get("type") == "dir":
+            entries = store.manifest(rec["hash"])
+            if entries is None:
+                raise BadRequest(f"'{out}' of run '{run_id}' is no longer in the cache "
+                                 f"(object {rec['hash'][:12]}{MANIFEST_SUFFIX}).", 410,
+                                 path=rel)
+            exact = [e for e in entries if e.path == inner]
+            if exact:
+                return _object(store, exact[0].hash, rel)
+            below = [e for e in entries if not inner or e.path.startswith(inner + "/")]
+            if not below:
+                break
+            cut = len(inner) + 1 if inner else 0
+            return {"listing": [{"path": e.path[cut:], "hash": e.hash,
+                                 "size": _size(store, e.hash)} for e in below],
+                    "path": rel}
+        if inner:
+            break
+        return _object(store, rec["hash"], rel)
+    raise BadRequest(f"run '{run_id}' produced no output '{rel}'.", 404, run=run_id,
+                     path=rel)
+
+
+def _object(store: Any, oid: str, rel: str) -> dict[str, Any]:
+    from mlmake.errors import StoreError
+
+    try:
+        st = store.verify(oid, rel)
+    except StoreError as exc:
+        raise BadRequest(str(exc), 410, path=rel) from None
+    return {"object": store.object_path(oid), "size": st.st_size, "path": rel}
+
+
+def _size(store: Any, oid: str) -> int | None:
+    try:
+        return os.path.getsize(store.object_path(oid))
+    except OSError:
+        return None
+
+
+_stores: dict[str, Any] = {}
+
+
+def _store(project: Project) -> Any:
+    from mlmake.hashing import StatCache
+    from mlmake.store import Store
+
+    path = project.shared_path("cache")
+    if path not in _stores:
+        _stores[path] = Store(path, project.root, StatCache(None))
+    return _stores[path]
+
+
+# -- the graph ---------------------------------------------------------------------------------
+def graph(project: Project, runner: Runner | None = None) -> dict[str, Any]:
+    """drawing.graph_data of every target of the work tree's Mlfile, each node with its
+    `state` (uptodate/stale, with reasons), `running` (and the ids of the runs building it)
+    and its `last` recorded run."""
+    from mlmake import drawing
+    from mlmake.project import Project as P
+
+    p = P(project.root, os.path.basename(project.mlfile_path))
+    names = set(p.graph.targets)
+    error = None
+    plan = None
+    with _graph_lock:  # one status at a time: they share the stat cache file
+        try:
+            checker = p._checker()
+            plan = checker.plan(names)
+            checker.hasher.cache.save()
+        except MlmakeError as exc:
+            error = str(exc)
+    data = drawing.graph_data(p.graph, names, plan)
+    running = runner.running_targets() if runner is not None else {}
+    latest = project.runs_store.latest()
+    for node in data["nodes"]:
+        runs = running.get(node["name"], [])
+        node["running"] = bool(runs)
+        node["running_runs"] = runs
+        r = latest.get(node["name"])
+        node["last"] = None if r is None else {
+            "run": r.build, "outcome": r.outcome, "started": r.started,
+            "duration": round(r.duration, 3), "exit_code": r.exit_code}
+    data["running"] = sorted(running)
+    data["error"] = error
+    return data
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def metrics_history(project: Project, limit: int = 50) -> dict[str, Any]:
+    """Metrics and params of the last `limit` commits of the current branch, oldest first,
+    read from Git objects (nothing is checked out)."""
+    from mlmake import git, metrics
+    from mlmake.project import Project as P
+
+    p = P(project.root, os.path.basename(project.mlfile_path))
+    mfiles = metrics.files(p, "metrics")
+    pfiles = metrics.files(p, "params")
+    branch, commits = git.history(p.root, limit)
+    out = []
+    keys: dict[str, set[str]] = {f: set() for f in mfiles}
+    for c in reversed(commits):
+        _, blobs = git.read_files_at(p.root, c["sha"], mfiles + pfiles)
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for f in mfiles:
+            values[f] = _parse(blobs.get(f), f, c["sha"], errors)
+            for k, v in (values[f] or {}).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    keys[f].add(k)
+        params: dict[str, Any] = {}
+        for f in pfiles:
+            params.update(_parse(blobs.get(f), f, c["sha"], errors) or {})
+        out.append({"sha": c["sha"], "short": c["sha"][:7], "subject": c["subject"],
+                    "author": c["author"], "time": c["time"], "date": _iso(c["time"]),
+                    "metrics": values, "params": params, "errors": errors})
+    return {"branch": branch, "metrics_files": mfiles, "params_files": pfiles,
+            "keys": {f: sorted(k) for f, k in keys.items()}, "commits": out}
+
+
+def _parse(data: bytes | None, path: str, rev: str, errors: dict[str, str]
+           ) -> dict[str, Any] | None:
+    from mlmake import metrics
+
+    if data is None:
+        return None
+    try:
+        return metrics.parse(data, path, rev)
+    except MlmakeError as exc:
+        errors[path] = str(exc)
+        return None
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+def endpoints(project: Project, runner: Runner) -> list[dict[str, Any]]:
+    """The published endpoints with their allowed params and those params' values at the
+    endpoint's default rev."""
+    from mlmake import git
+
+    out = []
+    for name, spec in project.pipeline.endpoints.items():
+        values: dict[str, Any] = {}
+        commit = None
+        try:
+            commit = git.rev_sha(project.root, spec.rev)
+            flat = runner.param_values(commit)
+            values = {k: v for k, v in flat.items()
+                      if any(k == a or k.startswith(a + ".") for a in spec.params)}
+        except MlmakeError:
+            pass
+        out.append({"name": name, "targets": list(spec.targets), "rev": spec.rev,
+                    "commit": commit, "params": list(spec.params), "values": values,
+                    "url": f"/api/endpoints/{name}/runs"})
+    return out
