@@ -15,8 +15,9 @@ import threading
 import time
 from typing import Any, Callable
 
-from mlmake.errors import ExecutorError
+from mlmake.errors import ExecutorError, MlmakeError
 from mlmake.executors.base import Capacity, Job, JobResult, OnLine
+from mlmake.hashing import hash_bytes
 
 try:
     import ray
@@ -38,15 +39,32 @@ def _set_pdeathsig() -> None:
         pass
 
 
+NOT_SHARED = -1000  # a task's answer when its node cannot see the project directory
+
+
 def _run_command(target: str, cmd: str, cwd: str, env: dict[str, str], lines: Any,
-                 workdir_note: bool) -> tuple[int, str, str, int]:
-    """The body of a Ray task: run `cmd`, send output to `lines`, return (code, node, cwd, n)."""
+                 marker: str | None, job: Job | None = None) -> tuple[int, str, str, int]:
+    """The body of a Ray task: run `cmd`, send output to `lines`, return (code, node, cwd, n).
+
+    With `marker`, first check that this node sees the project (the driver wrote that file);
+    if not, answer NOT_SHARED without running anything."""
     import subprocess
 
     node = ray.get_runtime_context().get_node_id()
+    if marker is not None and not os.path.exists(marker):
+        return NOT_SHARED, node, "", 0
     full_env = dict(os.environ)
     full_env.update(env)
     full_env["MLMAKE_RAY_NODE"] = node
+    if job is not None and job.env_spec is not None:  # the target's environment, on this node
+        from mlmake import envs
+
+        send = lambda line: lines.put((target, "lines", [line]))  # noqa: E731
+        runtime = envs.prepare(job.env_spec, job.env_digest or "", job.root, job.state_dir,
+                               log=send)
+        if runtime.kind == "docker":
+            return _run_container(target, job, runtime, lines, node)
+        full_env = runtime.environ(full_env)
     os.makedirs(cwd, exist_ok=True)
     proc = subprocess.Popen(["sh", "-c", cmd], cwd=cwd, env=full_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -80,6 +98,24 @@ def _run_command(target: str, cmd: str, cwd: str, env: dict[str, str], lines: An
     return code, node, cwd, sent
 
 
+def _run_container(target: str, job: Job, runtime: Any, lines: Any, node: str
+                   ) -> tuple[int, str, str, int]:
+    """Run a target's command in its container on this node, streaming its output."""
+    from mlmake.envs.docker import ContainerRun
+
+    run = ContainerRun(job, runtime)
+    run.start()
+    sent = 0
+    try:
+        for raw in run.lines():
+            lines.put((target, "lines", [raw.decode("utf-8", "replace").rstrip("\r\n")]))
+            sent += 1
+        code = run.wait()
+    finally:
+        run.close()
+    return code, node, job.root, sent
+
+
 def _kill(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -101,7 +137,31 @@ def _kill_group_now(pgid: int) -> bool:
     return True
 
 
+def _run_in_scratch(target: str, cmd: str, wdir: str, env: dict[str, str], lines: Any,
+                    inputs: list[tuple[str, dict[str, Any]]], outs: tuple[str, ...],
+                    remote_args: tuple[Any, ...], cache_dir: str
+                    ) -> tuple[int, str, str, int, dict[str, Any], list[str]]:
+    """The body of a Ray task on a node without the project: inputs come by hash from the
+    remote into a scratch directory, the command runs there, outs go back to the remote."""
+    from mlmake import scratch
+    from mlmake.remote import Remote
+
+    remote = Remote(*remote_args)
+    where = scratch.materialize(inputs, outs, remote, cache_dir)
+    try:
+        env = dict(env, MLMAKE_ROOT=where)
+        code, node, cwd, sent = _run_command(target, cmd, os.path.join(where, wdir), env,
+                                             lines, None)
+        records, missing = scratch.collect(where, outs, remote, cache_dir) if code == 0 \
+            else ({}, [])
+        return code, node, cwd, sent, records, missing
+    finally:
+        scratch.discard(where)
+        remote.close()
+
+
 _remote_run = ray.remote(max_retries=0)(_run_command)
+_remote_scratch = ray.remote(max_retries=0)(_run_in_scratch)
 _remote_kill = ray.remote(num_cpus=0, max_retries=0)(_kill_group_now)
 
 
@@ -110,8 +170,19 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, data: str = "auto", remote: Any = None,
+                 store: Any = None, hasher: Any = None, state_dir: str | None = None) -> None:
+        """`data`: "shared" (tasks run in the project directory), "remote" (inputs and outs
+        travel through `remote` by hash) or "auto" (shared where a node sees the project,
+        else remote). `store`, `hasher` are the project's, used to pack and unpack."""
         self.address = address
+        self.data = data
+        self.remote = remote
+        self.store = store
+        self.hasher = hasher
+        self.state_dir = state_dir
+        self._marker: str | None = None
+        self._pack_lock = threading.Lock()
         self._refs: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._callbacks: dict[str, OnLine] = {}
@@ -191,38 +262,106 @@ class RayExecutor:
                                    "resources": dict(r.custom) or None}
         if r.memory:
             options["memory"] = r.memory
-        cwd = os.path.join(job.root, t.wdir)
-        with self._lock:
-            if self._cancelled:
-                return JobResult(-signal.SIGTERM, "interrupted before it started")
-            self._callbacks[t.name] = on_line
-            self._received[t.name] = 0
-            ref = _remote_run.options(**options).remote(t.name, t.cmd, cwd, dict(job.env),
-                                                        self._queue, False)
-            self._refs[t.name] = ref
+        mode = "remote" if self.data == "remote" else "shared"
         with open(job.log_path, "w", encoding="utf-8") as log:
             self._callbacks[t.name] = _tee(on_line, log)
+            self._received[t.name] = 0
             try:
-                code, node, _, sent = self._wait(ref)
+                code, node, sent, records = self._submit(job, options, mode)
+                if code == NOT_SHARED:
+                    if self.remote is None:
+                        return JobResult(1, f"Ray node {node[:8]} cannot see {job.root} and no "
+                                         "remote is configured to carry the data; add a "
+                                         "[remote.NAME] or run on a shared filesystem.", node)
+                    self.data = "remote"  # this cluster has no shared filesystem
+                    code, node, sent, records = self._submit(job, options, "remote")
             except ray.exceptions.TaskCancelledError:
                 return JobResult(-signal.SIGTERM, "cancelled")
             except ray.exceptions.RayTaskError as exc:
                 return JobResult(1, f"the Ray task failed: {exc.cause!r}")
             except ray.exceptions.RayError as exc:
                 return JobResult(1, f"Ray could not run the task: {exc}")
+            except MlmakeError as exc:
+                return JobResult(1, str(exc))
             finally:
                 with self._lock:
                     self._refs.pop(t.name, None)
-            deadline = time.monotonic() + 5
-            while self._received.get(t.name, 0) < sent and time.monotonic() < deadline:
-                time.sleep(0.02)
             with self._lock:
                 self._callbacks.pop(t.name, None)
         if code < 0:
             return JobResult(code, f"killed by signal {-code}", node)
+        if code == 0 and records is not None:
+            from mlmake import scratch
+
+            records, missing = records
+            if missing:
+                return JobResult(1, f"the command succeeded but did not write "
+                                 f"'{missing[0]}'; fix the command or the target's outs", node)
+            try:
+                scratch.unpack_outs(records, t.metrics, self.store, self.remote)
+            except MlmakeError as exc:
+                return JobResult(1, f"cannot bring the outs home: {exc}", node)
         return JobResult(code, "" if code == 0 else f"exit code {code}", node)
 
-    def _wait(self, ref: Any) -> tuple[int, str, str, int]:
+    def _submit(self, job: Job, options: dict[str, Any], mode: str
+                ) -> tuple[int, str, int, Any]:
+        """Run one task in `mode` and wait; (code, node, lines sent, (records, missing) or
+        None)."""
+        t = job.target
+        if mode == "remote":
+            if self.remote is None or self.store is None:
+                raise ExecutorError("ray_data = \"remote\" needs a remote: add a "
+                                    "[remote.NAME] table and [project] remote.")
+            from mlmake import scratch
+
+            with self._pack_lock:
+                inputs = scratch.pack_inputs(t.deps, job.root, self.hasher, self.store,
+                                             self.remote)
+            url = self.remote.url
+            if "://" not in url and not os.path.isabs(url):
+                url = os.path.normpath(os.path.join(job.root, url))
+            args = (self.remote.name, url, self.remote.options, job.root)
+            cache_dir = os.path.join("/tmp", "mlmake-ray-cache",
+                                     hash_bytes(url.encode())[:16])
+            submit = lambda: _remote_scratch.options(**options).remote(  # noqa: E731
+                t.name, t.cmd, t.wdir, dict(job.env), self._queue, inputs, t.all_outs, args,
+                cache_dir)
+        else:
+            marker = self._shared_marker() if self.data == "auto" else None
+            cwd = os.path.join(job.root, t.wdir)
+            submit = lambda: _remote_run.options(**options).remote(  # noqa: E731
+                t.name, t.cmd, cwd, dict(job.env), self._queue, marker, job)
+        with self._lock:
+            if self._cancelled:
+                return -signal.SIGTERM, "", 0, None
+            ref = submit()
+            self._refs[t.name] = ref
+        result = self._wait(ref)
+        if mode == "remote":
+            code, node, _, sent, records, missing = result
+            self._await_lines(t.name, sent)
+            return code, node, sent, (records, missing)
+        code, node, _, sent = result
+        self._await_lines(t.name, sent)
+        return code, node, sent, None
+
+    def _await_lines(self, name: str, sent: int) -> None:
+        deadline = time.monotonic() + 5
+        while self._received.get(name, 0) < sent and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _shared_marker(self) -> str | None:
+        """A file only a node that shares this filesystem can see."""
+        if self._marker is None and self.state_dir:
+            import secrets
+
+            os.makedirs(self.state_dir, exist_ok=True)
+            self._marker = os.path.join(self.state_dir, f"ray-here-{secrets.token_hex(8)}")
+            with open(self._marker, "w") as fh:
+                fh.write(str(os.getpid()))
+        return self._marker
+
+    def _wait(self, ref: Any) -> Any:
         while True:
             ready, _ = ray.wait([ref], timeout=0.5)
             if ready:
@@ -286,6 +425,13 @@ class RayExecutor:
                 pass
 
     def close(self) -> None:
+        if self._marker:
+            try:
+                os.unlink(self._marker)
+            except FileNotFoundError:
+                pass
+        if self.remote is not None:
+            self.remote.close()
         self._stop.set()
         self._drainer.join(timeout=2)
         try:

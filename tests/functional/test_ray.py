@@ -23,12 +23,24 @@ def cluster():
     """A head node (CPU only) and a node declaring one GPU and a custom `bigmem` resource."""
     from ray.cluster_utils import Cluster
 
+    # Ray workers take their environment from the cluster's start: give them the fake S3
+    # credentials the `s3` fixture uses, as a real node would have its own.
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION", "AWS_MAX_ATTEMPTS")}
+    os.environ.update({"AWS_ACCESS_KEY_ID": "fake-key-id",
+                       "AWS_SECRET_ACCESS_KEY": "fake-secret-for-ray-nodes",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"})
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "num_gpus": 0, "object_store_memory": 80 * 2**20,
         "include_dashboard": False})
     gpu_node = c.add_node(num_cpus=2, num_gpus=1, resources={"bigmem": 1},
                           object_store_memory=80 * 2**20)
     c.wait_for_nodes()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     yield {"address": c.address, "head": c.head_node.node_id, "gpu": gpu_node.node_id}
     c.shutdown()
 
@@ -166,3 +178,55 @@ def test_without_ray_installed_the_executor_exits_2_with_the_hint(repo, tmp_path
                                        f"{os.environ.get('PYTHONPATH', '')}"})
     assert r.code == 2 and "pip install 'mlmake[ray]'" in r.err
     assert not repo.exists("a.txt")
+
+
+def no_shared_fs(repo: Repo, remote_toml: str) -> None:
+    mlfile = PIPELINE["Mlfile"].replace(
+        'cmd = "cat models/*.txt | wc -l > report.txt"',
+        'cmd = "cat models/*.txt | wc -l > report.txt && pwd > where.txt"').replace(
+        'outs = ["report.txt"]', 'outs = ["report.txt", "where.txt"]')
+    repo.write({**PIPELINE, "Mlfile": '[project]\nray_data = "remote"\nremote = "team"\n\n'
+                "[remote.team]\n" + remote_toml + mlfile})
+
+
+@pytest.mark.parametrize("kind", ["dir", "s3"])
+def test_without_a_shared_filesystem_data_travels_through_the_remote(tmp_path, cluster, kind,
+                                                                     request):
+    if kind == "dir":
+        toml = f'url = "{tmp_path / "team-cache"}"\n'
+    else:
+        s3 = request.getfixturevalue("s3")
+        toml = (f'url = "s3://{s3["bucket"]}/ray"\n'
+                f'options = {{ endpoint_url = "{s3["endpoint"]}" }}\n')
+    local, remote = Repo(tmp_path / "local"), Repo(tmp_path / "ray")
+    no_shared_fs(local, toml)
+    no_shared_fs(remote, toml)
+    assert local.mlmake("--no-remote").code == 0
+    r = ray_mlmake(remote, cluster, "--no-remote")
+    assert r.code == 0, r.text
+    where = remote.read("where.txt").strip()
+    assert not where.startswith(str(remote.path))  # ran in a scratch directory
+    assert "mlmake-scratch-" in where
+    for f in ("prep/sorted.txt", "models/a.txt", "models/b.txt", "report.txt"):
+        assert local.read(f) == remote.read(f)
+    lock_l = json.loads(local.read("Mlfile.lock"))["targets"]
+    lock_r = json.loads(remote.read("Mlfile.lock"))["targets"]
+    for t in ("prepare", "train@a", "train@b"):
+        assert lock_l[t] == lock_r[t]
+    assert remote.mlmake("status").code == 0
+
+
+def test_a_ray_task_runs_in_the_targets_virtualenv(repo, cluster):
+    repo.write({"envs/tools.txt": "# nothing to install\n", "Mlfile": """
+        [env.tools]
+        requirements = "envs/tools.txt"
+
+        [target.where]
+        cmd = "echo $VIRTUAL_ENV > venv.txt && command -v python >> venv.txt"
+        env = "tools"
+        outs = ["venv.txt"]
+    """})
+    r = ray_mlmake(repo, cluster)
+    assert r.code == 0, r.text
+    venv, python = repo.read("venv.txt").split()
+    assert "/.mlmake/envs/" in venv and "tools-" in venv and python.startswith(venv)

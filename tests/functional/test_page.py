@@ -1,0 +1,377 @@
+"""The page `mlmake serve` serves at `/`, in a real browser: Debian's Chromium driven by Playwright.
+
+One served project (a pipeline with a matrix target, an order-only edge, an endpoint, two commits
+with metrics and a few runs) is shared by the module; each test opens its own page and checks that
+no request left the service and the console stayed free of errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import Repo
+
+CHROMIUM = os.environ.get("MLMAKE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+TOKEN = "page+test/tok=en-0123456789=="   # "+", "/" and "=" as a token may carry them
+
+MLFILE = """
+    [project]
+    params = ["params.toml"]
+    default = ["evaluate", "report"]
+
+    [target.prepare]
+    desc = "split the raw data"
+    cmd = "python src/step.py prepare data/prepared.txt"
+    deps = ["src/step.py"]
+    outs = ["data/prepared.txt"]
+
+    [target.train]
+    desc = "fit one model per variant"
+    matrix = { model = ["tree", "linear"] }
+    cmd = "python src/step.py train-${model} models/${model}.txt ${train.lr}"
+    deps = ["src/step.py", "data/prepared.txt"]
+    params = ["train"]
+    outs = ["models/${model}.txt"]
+
+    [target.evaluate]
+    cmd = "python src/evaluate.py ${train.acc}"
+    deps = ["src/evaluate.py", "models/"]
+    params = ["train.acc"]
+    metrics = ["metrics/eval.json"]
+
+    [target.report]
+    cmd = "python src/step.py report report.txt ${report.wait}"
+    deps = ["src/step.py"]
+    after = ["evaluate"]
+    outs = ["report.txt"]
+
+    [endpoint.retrain]
+    targets = ["evaluate"]
+    params = ["train.lr"]
+
+    [endpoint.publish]
+    targets = ["report"]
+    params = ["report.wait"]
+"""
+
+STEP = """
+    import os, sys, time
+    name, out = sys.argv[1], sys.argv[2]
+    print(f"step {name}: writing {out} with {sys.argv[3:]}")
+    if name == "report":
+        time.sleep(float(sys.argv[3]))
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        f.write(f"{name} {sys.argv[3:]}\\n")
+"""
+
+EVALUATE = """
+    import json, os, sys
+    acc = float(sys.argv[1])
+    print(f"evaluating models: accuracy {acc}")
+    os.makedirs("metrics", exist_ok=True)
+    json.dump({"accuracy": acc, "loss": round(1 - acc, 3)}, open("metrics/eval.json", "w"))
+"""
+
+
+def params(acc: float, lr: float) -> str:
+    return f"[train]\nacc = {acc}\nlr = {lr}\n\n[report]\nwait = 0\n"
+
+
+# -- the served project ------------------------------------------------------------------------
+@dataclass
+class Served:
+    """A running `mlmake serve` and a small HTTP client for its API."""
+
+    url: str
+    repo: Repo
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def api(self, path: str, body: Any = None, token: str | None = TOKEN) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data,
+                                     method="GET" if body is None else "POST")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    def trigger(self, endpoint: str = "retrain", **body: Any) -> str:
+        return str(self.api(f"/api/endpoints/{endpoint}/runs", body)["id"])
+
+    def wait_run(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r = self.api(f"/api/runs/{run_id}")
+            if r["status"] in ("succeeded", "failed"):
+                return dict(r)
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} did not finish in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium not found at {CHROMIUM}: install Debian's package "
+                    "(apt-get install chromium) or set MLMAKE_CHROMIUM")
+    pytest.importorskip("playwright", reason="Playwright for Python is not installed "
+                        "(pip install -e '.[test]')")
+    base = tmp_path_factory.mktemp("page")
+    home = base / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
+           "MLMAKE_SERVE_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+    env.pop("GIT_DIR", None)
+    repo = Repo(base / "repo")
+    repo.write({"Mlfile": MLFILE, "src/step.py": STEP, "src/evaluate.py": EVALUATE})
+    for acc, lr, msg in ((0.81, 0.1, "first model"), (0.86, 0.1, "more data"),
+                         (0.9, 0.05, "tune the lr")):
+        repo.write({"params.toml": params(acc, lr)})
+        r = repo.mlmake(env=env)
+        assert r.code == 0, r.text
+        repo.commit(msg)
+    # An edit not yet built: train (both variants) and evaluate are stale in the work tree.
+    repo.write({"params.toml": params(0.9, 0.02)})
+    port = _free_port()
+    log = base / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlmake", "serve", "--port", str(port)],
+                                cwd=repo.path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    s = Served(f"http://127.0.0.1:{port}", repo, proc, log)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            try:
+                s.api("/api/graph")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None or time.monotonic() > end:
+                    raise AssertionError(f"mlmake serve did not start:\n{s.output()}") from None
+                time.sleep(0.1)
+        # A run through the API that reruns train with another lr (and so has train logs).
+        s.wait_run(s.trigger(params={"train.lr": 0.2}))
+        yield s
+    finally:
+        _stop(proc)
+
+
+# -- the browser -------------------------------------------------------------------------------
+def expect(locator: Any) -> Any:
+    """Playwright's auto-waiting assertions (they need no eval, which the page's CSP forbids)."""
+    from playwright.sync_api import expect as _expect
+
+    _expect.set_options(timeout=10_000)
+    return _expect(locator)
+
+
+@pytest.fixture(scope="module")
+def browser(served: Served) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class View:
+    """A page of a fresh browser context, with every request and console message recorded."""
+
+    page: Any
+    served: Served
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def open(self, token: str | None = TOKEN) -> None:
+        self.page.goto(self.served.url + "/" + (f"#token={token}" if token else ""))
+
+    def assert_clean(self) -> None:
+        """No request went anywhere but the service, and the console showed no error."""
+        origin = urlsplit(self.served.url)
+        foreign = [u for u in self.requests if not u.startswith(("data:", "blob:"))
+                   and (urlsplit(u).scheme, urlsplit(u).netloc) != (origin.scheme, origin.netloc)]
+        assert foreign == [], f"requests that left the service: {foreign}"
+        assert self.errors == [], f"console errors: {self.errors}"
+
+
+@pytest.fixture
+def view(browser: Any, served: Served) -> Iterator[View]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    v = View(page, served)
+    page.on("request", lambda r: v.requests.append(r.url))
+    page.on("console", lambda m: v.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: v.errors.append(f"uncaught: {e}"))
+    yield v
+    context.close()
+
+
+def texts(view: View, selector: str) -> list[str]:
+    return [t.strip() for t in view.page.locator(selector).all_text_contents()]
+
+
+# -- tests -------------------------------------------------------------------------------------
+def test_the_dag_names_every_target_with_its_state_in_words(view: View) -> None:
+    view.open()
+    view.page.wait_for_selector("#dag svg g.node")
+    names = texts(view, "#dag svg g.node text.name")
+    assert sorted(names) == ["evaluate", "prepare", "report", "train"]
+    # matrix variants are grouped under their target
+    chips = view.page.locator('#dag svg g.node[data-target="train"] g[data-target^="train@"]')
+    assert sorted(c.get_attribute("data-target") for c in chips.all()) == ["train@linear",
+                                                                           "train@tree"]
+    # each state is told in words and a symbol, not by colour alone
+    states = texts(view, "#dag svg g.node text.state")
+    assert all(any(w in s for w in ("up to date", "stale", "running", "failed")) for s in states)
+    # the work tree changed train.lr: train and evaluate are stale, with the reason on hover
+    train = view.page.locator('#dag svg g.node[data-target="train"]')
+    assert train.get_attribute("data-state") == "stale"
+    assert "train.lr" in train.locator("title").first.text_content()
+    assert view.page.locator('#dag svg g.node[data-target="prepare"]').get_attribute(
+        "data-state") == "uptodate"
+    view.assert_clean()
+
+
+def test_the_dag_shows_a_target_running_while_a_run_builds_it(view: View, served: Served) -> None:
+    view.open()
+    report = '#dag svg g.node[data-target="report"]'
+    view.page.wait_for_selector(report)
+    run_id = served.trigger("publish", params={"report.wait": 2})
+    running = view.page.locator(f'{report}[data-state="running"]')
+    expect(running).to_have_count(1)
+    assert "▶ running" in running.locator("text.state").text_content()
+    served.wait_run(run_id)
+    expect(running).to_have_count(0)
+    view.assert_clean()
+
+
+def test_run_history_shows_every_run_and_a_new_one_appears_without_a_reload(
+        view: View, served: Served) -> None:
+    view.open()
+    view.page.wait_for_selector("#runs tbody tr")
+    runs = served.api("/api/runs")
+    shown = [tr.get_attribute("data-run-id") for tr in view.page.locator("#runs tbody tr").all()]
+    assert shown == [r["id"] for r in runs]          # newest first, CLI and API runs alike
+    assert len(shown) >= 4
+    triggers = texts(view, "#runs tbody tr td.trigger")
+    assert "cli" in triggers and "api" in triggers
+    view.page.evaluate("window.__same_page = true")
+    run_id = served.trigger()
+    started = time.monotonic()
+    view.page.wait_for_selector(f'#runs tbody tr[data-run-id="{run_id}"]', timeout=5_000)
+    assert time.monotonic() - started < 5
+    assert view.page.evaluate("window.__same_page") is True
+    served.wait_run(run_id)
+    view.page.wait_for_selector(f'#runs tbody tr[data-run-id="{run_id}"][data-status="succeeded"]',
+                                timeout=5_000)
+    view.assert_clean()
+
+
+def test_clicking_a_run_then_a_target_shows_its_log(view: View, served: Served) -> None:
+    api_run = next(r for r in served.api("/api/runs")
+                   if r["trigger"] == "api" and r["params"].get("train.lr") == 0.2)
+    view.open()
+    view.page.click(f'#runs tbody tr[data-run-id="{api_run["id"]}"]')
+    row = view.page.locator(f'#run-targets[data-run="{api_run["id"]}"] '
+                            'tbody tr[data-target="train@tree"]')
+    row.wait_for()
+    assert "ran" in row.text_content()
+    row.click()
+    expect(view.page.locator("#log")).to_contain_text("step train-tree")
+    assert "0.2" in view.page.locator("#log").text_content()
+    assert "train@tree" in view.page.locator("#log-h").text_content()
+    view.assert_clean()
+
+
+def test_a_chart_per_metric_is_drawn_with_its_name_as_text(view: View) -> None:
+    view.open()
+    chart = view.page.locator('#charts .chart[data-metric="accuracy"]')
+    chart.wait_for()
+    assert chart.locator("canvas").count() >= 1
+    assert chart.locator("h3").text_content() == "accuracy"
+    assert "loss" in texts(view, "#charts .chart h3")
+    # one column per commit, params as rows, the lr change marked
+    assert len(view.page.locator("#params thead th[data-commit]").all()) == 3
+    lr = view.page.locator('#params tbody tr[data-param="train.lr"] td')
+    assert [c.strip(" Δ") for c in lr.all_text_contents()] == ["0.1", "0.1", "0.05"]
+    view.assert_clean()
+
+
+def test_the_token_moves_from_the_address_bar_to_session_storage(view: View) -> None:
+    view.open()
+    view.page.wait_for_selector("#dag svg")
+    assert "token" not in view.page.url
+    assert view.page.evaluate("sessionStorage.getItem('mlmake.token')") == TOKEN
+    view.page.reload()
+    view.page.wait_for_selector("#dag svg")
+    assert view.page.locator("#login").is_hidden()
+    view.assert_clean()
+
+
+def test_without_a_token_the_page_asks_for_one_and_shows_no_data(view: View) -> None:
+    view.open(token=None)
+    view.page.wait_for_selector("#login-form")
+    assert view.page.locator("#token-input").is_visible()
+    assert view.page.locator("#app").is_hidden()
+    time.sleep(0.3)
+    assert not [u for u in view.requests if "/api/" in u]
+    assert view.page.locator("#dag svg").count() == 0
+    assert view.page.locator("#runs tbody tr").count() == 0
+    view.assert_clean()
+
+
+def test_a_wrong_token_gets_the_prompt_and_the_right_one_the_data(view: View) -> None:
+    view.open(token=None)
+    view.page.fill("#token-input", "not-the-token")
+    view.page.click("#login-form button[type=submit]")
+    expect(view.page.locator("#login-error")).to_contain_text("refused")
+    assert view.page.locator("#app").is_hidden()
+    assert view.page.locator("#dag svg").count() == 0
+    view.page.fill("#token-input", TOKEN)
+    view.page.click("#login-form button[type=submit]")
+    view.page.wait_for_selector("#dag svg g.node")
+    # the 401 the wrong token got is the only error the console may show
+    view.errors = [e for e in view.errors if "401" not in e]
+    view.assert_clean()
