@@ -144,3 +144,74 @@ def head_is_unborn(path: str) -> bool:
     """True when `path` is in a Git repository that has no commit yet."""
     repo = open_repo(path)
     return repo is not None and bool(repo.head_is_unborn)
+
+
+def rev_sha(path: str, rev: str) -> str:
+    """The full sha of the commit `rev` names in the repository containing `path`."""
+    repo = open_repo(path)
+    if repo is None:
+        raise GitError(f"'{path}' is not inside a Git repository, so revision '{rev}' means "
+                       "nothing here. Run `git init` and commit the project.")
+    return str(resolve(repo, rev).id)
+
+
+def workdir(path: str) -> str | None:
+    """The work tree root of the repository containing `path` (None outside Git)."""
+    repo = open_repo(path)
+    return None if repo is None or repo.workdir is None else os.path.realpath(repo.workdir)
+
+
+def history(path: str, limit: int) -> tuple[str | None, list[dict[str, Any]]]:
+    """The current branch (None when HEAD is detached) and its last `limit` commits along
+    first parents, newest first, each as {sha, subject, author, time (epoch seconds)}."""
+    repo = open_repo(path)
+    if repo is None or repo.head_is_unborn:
+        return None, []
+    branch = None if repo.head_is_detached else repo.head.shorthand
+    out: list[dict[str, Any]] = []
+    commit = repo[repo.head.target]
+    while commit is not None and len(out) < limit:
+        out.append({"sha": str(commit.id), "subject": commit.message.split("\n", 1)[0],
+                    "author": commit.author.name, "time": commit.commit_time})
+        commit = commit.parents[0] if commit.parents else None
+    return branch, out
+
+
+def add_worktree(path: str, dest: str, sha: str) -> None:
+    """Check out commit `sha` into a new detached worktree at `dest` (git worktree add);
+    the repository's own work tree, index and HEAD are not touched."""
+    import subprocess
+
+    # no hooks: an installed post-checkout hook must not act on this throwaway checkout
+    r = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach",
+                        "--quiet", dest, sha], cwd=path, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise GitError(f"cannot create a worktree for {sha[:12]} at '{dest}': "
+                       f"{r.stderr.strip() or r.stdout.strip()}")
+
+
+def remove_worktree(path: str, dest: str) -> None:
+    """Remove the worktree at `dest` and Git's record of it (its files go whatever state
+    they are in; the object store they may link to is elsewhere)."""
+    import shutil
+    import subprocess
+
+    r = subprocess.run(["git", "worktree", "remove", "--force", "--force", dest], cwd=path,
+                       capture_output=True, text=True)
+    if r.returncode != 0 or os.path.lexists(dest):
+        shutil.rmtree(dest, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=path, capture_output=True, text=True)
+
+
+def git_dir(path: str) -> str | None:
+    """The Git directory of the work tree containing `path` (a worktree's own one), or None."""
+    repo = open_repo(path)
+    return None if repo is None else str(repo.path)
+
+
+def parents(path: str, rev: str) -> list[str]:
+    """Full shas of the parents of commit `rev` in the repository containing `path`."""
+    repo = open_repo(path)
+    if repo is None:
+        raise GitError(f"'{path}' is not inside a Git repository.")
+    return [str(p) for p in resolve(repo, rev).parent_ids]

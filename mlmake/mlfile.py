@@ -23,6 +23,7 @@ ENV_KEYS = ("requirements", "dockerfile", "context", "image", "network", "python
 HOOK_NAMES = ("post-checkout", "post-merge", "post-rewrite", "post-commit", "pre-push",
               "pre-commit")
 HOOK_KEYS = HOOK_NAMES + ("strict",)
+HOOK_ACTIONS = ("checkout", "run", "push", "status")  # and run:TARGET,...
 ENDPOINT_KEYS = ("targets", "rev", "params", "desc")
 SCHEDULE_KEYS = ("endpoint", "every", "cron", "on_commit", "watch", "poll", "params")
 EXECUTORS = ("local", "ray")
@@ -40,17 +41,35 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "ki": 2**10,
 class _Locator:
     """Finds the line of a table header or a key in the raw text, for error messages."""
 
+    _HEADER = re.compile(r"^\s*\[([^\[\]]+)\]")
+    _PART = re.compile(r"\s*(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_\-@]+)\s*(\.|$)")
+
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
+        self._tables: dict[tuple[str, ...], int] | None = None
 
     def table(self, *path: str) -> int | None:
-        pat = r"\s*\.\s*".join(rf'(?:"{re.escape(p)}"|\'{re.escape(p)}\'|{re.escape(p)})'
-                               for p in path)
-        rx = re.compile(rf"^\s*\[\s*{pat}\s*\]")
-        for i, line in enumerate(self.lines):
-            if rx.match(line):
-                return i + 1
-        return None
+        """The line of the header `[a.b]` for path ("a", "b"): one scan, then lookups."""
+        if self._tables is None:
+            self._tables = {}
+            for i, line in enumerate(self.lines):
+                m = self._HEADER.match(line)
+                if m:
+                    self._tables.setdefault(self._split(m.group(1)), i + 1)
+        return self._tables.get(tuple(path))
+
+    @classmethod
+    def _split(cls, header: str) -> tuple[str, ...]:
+        parts: list[str] = []
+        pos = 0
+        header = header.strip()
+        while pos < len(header):
+            m = cls._PART.match(header, pos)
+            if not m:
+                return (header,)
+            parts.append(m.group(1).strip("\"'"))
+            pos = m.end()
+        return tuple(parts)
 
     def key(self, key: str, *path: str) -> int | None:
         if not path:
@@ -83,24 +102,30 @@ class _Locator:
         return None
 
 
-def load(path: str) -> Pipeline:
-    """Read and validate the Mlfile at `path` and the params files it names."""
+def load(path: str, param_overrides: dict[str, Any] | None = None) -> Pipeline:
+    """Read and validate the Mlfile at `path` and the params files it names.
+
+    `param_overrides` (dotted key → value) replace values of the params files before `${}`
+    interpolation, without touching any file.
+    """
     try:
         with open(path, "rb") as fh:
             text = fh.read().decode("utf-8")
     except FileNotFoundError:
         raise MlfileError("no Mlfile here. Run `mlmake init` to create one, or pass -C DIR / "
                           "-f FILE.", os.path.basename(path)) from None
-    return parse(text, path)
+    return parse(text, path, param_overrides)
 
 
-def parse(text: str, path: str) -> Pipeline:
+def parse(text: str, path: str, param_overrides: dict[str, Any] | None = None) -> Pipeline:
     """Validate Mlfile `text` (read from `path`) into a Pipeline."""
-    return _Parser(text, path).pipeline()
+    return _Parser(text, path, param_overrides).pipeline()
 
 
 class _Parser:
-    def __init__(self, text: str, path: str) -> None:
+    def __init__(self, text: str, path: str,
+                 param_overrides: dict[str, Any] | None = None) -> None:
+        self.overrides = param_overrides or {}
         self.path = path
         self.root = os.path.dirname(os.path.abspath(path))
         self.file = os.path.basename(path)
@@ -155,6 +180,8 @@ class _Parser:
         else:
             files = params_mod.default_files(self.root)
         self.params = params_mod.load(self.root, files, self.file, params_line)
+        if self.overrides:
+            self.params = params_mod.override(self.params, self.overrides, self.file)
         self.param_keys = params_mod.all_keys(self.params)
 
         envs = self.envs(raw.get("env", {}))
@@ -205,9 +232,7 @@ class _Parser:
         if remote is not None and remote not in remotes:
             raise self.fail(f"[project] remote = '{remote}' but no [remote.{remote}] table "
                             "defines it", "project", key="remote")
-        hooks = raw.get("hooks", {})
-        self.typed(hooks, dict, "[hooks]", key="hooks")
-        self.check_keys(hooks, HOOK_KEYS, "[hooks]", "hooks")
+        hooks = self.hooks(raw.get("hooks", {}), targets, variants)
         endpoints = self.endpoints(raw.get("endpoint", {}), targets, variants)
         schedules = self.schedules(raw.get("schedule", {}), endpoints)
         return Pipeline(
@@ -447,6 +472,7 @@ class _Parser:
                 if k in files and not os.path.isfile(os.path.join(self.root, files[k])):
                     raise self.fail(f"[env.{name}] {k} '{files[k]}' does not exist. Create "
                                     "it or fix the path.", *tbl, key=k)
+            self.env_options(name, kind, spec, files)
             if kind == "docker" and "context" not in files:
                 files["context"] = posixpath.dirname(files["dockerfile"]) or "."
             out[name] = EnvSpec(name=name, kind=kind, requirements=files.get("requirements"),
@@ -455,6 +481,52 @@ class _Parser:
                                 network=str(spec.get("network", "none")),
                                 python=spec.get("python"))
         return out
+
+    def env_options(self, name: str, kind: str, spec: dict[str, Any],
+                    files: dict[str, str]) -> None:
+        """The keys that only some kinds of env take, and their types."""
+        tbl = ("env", name)
+        if not _NAME.match(name):
+            raise self.fail(f"env name '{name}' may use letters, digits, '_', '-' and '.' "
+                            "only", *tbl)
+        only = {"context": ("docker", "`dockerfile`"), "python": ("venv", "`requirements`"),
+                "network": ("docker image", "`dockerfile` or `image`")}
+        for k, (kinds, what) in only.items():
+            if k in spec and kind not in kinds.split():
+                raise self.fail(f"[env.{name}] {k} only goes with {what}", *tbl, key=k)
+        for k in ("image", "network", "python"):
+            if k in spec and (not isinstance(spec[k], str) or not spec[k].strip()):
+                raise self.fail(f"[env.{name}] {k} must be a non-empty string", *tbl, key=k)
+        if "context" in files and not os.path.isdir(os.path.join(self.root, files["context"])):
+            raise self.fail(f"[env.{name}] context '{files['context']}' is not a directory. "
+                            "Create it or fix the path.", *tbl, key="context")
+
+    def hooks(self, raw: Any, targets: dict[str, Target],
+              variants: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+        """[hooks]: each hook maps to actions (a string or a list); `strict` is a bool."""
+        self.typed(raw, dict, "[hooks]", key="hooks")
+        self.check_keys(raw, HOOK_KEYS, "[hooks]", "hooks")
+        for name, value in raw.items():
+            if name == "strict":
+                self.typed(value, bool, "[hooks] strict", "hooks", key="strict")
+                continue
+            for action in self.str_list(value, f"[hooks] {name}", "hooks", key=name):
+                verb, colon, names = action.partition(":")
+                if action in HOOK_ACTIONS:
+                    continue
+                if verb != "run" or not colon:
+                    raise self.fail(f"[hooks] {name}: unknown action '{action}'; use checkout, "
+                                    "run, run:TARGET,..., push or status."
+                                    + _suggest(action, list(HOOK_ACTIONS)), "hooks", key=name)
+                for t in (n.strip() for n in names.split(",")):
+                    if not t:
+                        raise self.fail(f"[hooks] {name}: '{action}' needs target names after "
+                                        "'run:', e.g. \"run:train,evaluate\".", "hooks", key=name)
+                    if t not in targets and t not in variants:
+                        raise self.fail(f"[hooks] {name}: '{action}' names unknown target "
+                                        f"'{t}'." + _suggest(t, list(variants) + list(targets)),
+                                        "hooks", key=name)
+        return dict(raw)
 
     def remotes(self, raw: Any) -> dict[str, RemoteSpec]:
         self.typed(raw, dict, "[remote]", key="remote")
@@ -540,8 +612,18 @@ class _Parser:
                               for p in self.str_list(spec["watch"], f"[schedule.{name}] watch",
                                                      *tbl, key="watch"))
             poll = self.duration(spec.get("poll", "10s"), f"[schedule.{name}] poll", tbl, "poll")
+            overrides = self.typed(spec.get("params", {}), dict, f"[schedule.{name}] params",
+                                   *tbl, key="params")
+            allowed = endpoints[ep].params
+            for k in params_mod.flatten(overrides):
+                if not any(k == a or k.startswith(a + ".") for a in allowed):
+                    raise self.fail(f"[schedule.{name}] params sets '{k}', which endpoint "
+                                    f"'{ep}' does not allow; add it to [endpoint.{ep}] params "
+                                    "or drop it.", *tbl, key="params")
             out[name] = ScheduleSpec(name=name, endpoint=ep, every=every, cron=cron,
-                                     on_commit=on_commit, watch=watch, poll=poll)
+                                     on_commit=on_commit, watch=watch, poll=poll,
+                                     params=tuple(sorted(params_mod.flatten(overrides)
+                                                         .items())))
         return out
 
     def duration(self, v: Any, what: str, tbl: tuple[str, ...], key: str) -> float:

@@ -98,6 +98,7 @@ class ScheduleSpec:
     on_commit: str | None = None
     watch: tuple[str, ...] = ()
     poll: float = 10.0
+    params: tuple[tuple[str, Any], ...] = ()  # param overrides for its runs (dotted keys)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Reason:
         if k == "cmd":
             return "command changed"
         if k == "env":
-            return f"environment '{s}' changed"
+            return f"environment '{s}' changed" if s else "no longer runs in an environment"
         if k == "outs":
             return "declared outs changed"
         if k == "dep":

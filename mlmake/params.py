@@ -150,3 +150,24 @@ def all_keys(data: dict[str, Any]) -> list[str]:
 
     walk(data, "")
     return keys
+
+
+def override(data: dict[str, Any], overrides: dict[str, Any], file: str = "Mlfile"
+             ) -> dict[str, Any]:
+    """A copy of `data` with each dotted key of `overrides` set to its value; the files are
+    not touched. A key that is not already in `data` is an MlfileError naming it."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        try:
+            lookup(out, dotted)
+        except KeyError:
+            raise MlfileError(f"cannot override param '{dotted}': no params file defines it.",
+                              file) from None
+        node = out
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = copy.deepcopy(value)
+    return out

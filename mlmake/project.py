@@ -11,15 +11,13 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from mlmake import events as ev
 from mlmake import gitignore
 from mlmake import mlfile as mlfile_mod
-from mlmake.build import BuildContext, Builder
 from mlmake.errors import BusyError, MlfileError, UsageError
 from mlmake.executors import make_executor
-from mlmake.executors.base import Capacity
 from mlmake.graph import Graph
 from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
@@ -28,6 +26,9 @@ from mlmake.plan import Checker, Plan
 from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
 from mlmake.store import Store
+
+if TYPE_CHECKING:
+    from mlmake.executors.base import Capacity
 
 MLFILE = "Mlfile"
 STATE_DIR = ".mlmake"
@@ -70,19 +71,29 @@ def find_mlfile(start: str, name: str | None = None) -> str:
 class Project:
     """An mlmake project: an Mlfile, its lock, and the state directory beside them."""
 
-    def __init__(self, path: str = ".", mlfile: str | None = None) -> None:
+    def __init__(self, path: str = ".", mlfile: str | None = None, *,
+                 shared_state: str | None = None,
+                 param_overrides: dict[str, Any] | None = None) -> None:
+        """`shared_state`: another project's .mlmake/ whose object store, run cache, run
+        records and logs this one uses (a triggered run's worktree); its lock file and stat
+        cache stay its own. `param_overrides`: dotted params keys → values that replace the
+        params files' values, without editing any file."""
         self.mlfile_path = find_mlfile(path, mlfile)
         self.root = os.path.dirname(self.mlfile_path)
         self.lock_path = self.mlfile_path + ".lock"
         self.state_dir = os.path.join(self.root, STATE_DIR)
+        self.shared_state = shared_state
+        self.param_overrides = dict(param_overrides or {})
         self._pipeline: Pipeline | None = None
         self._graph: Graph | None = None
+        self._runners: set[Any] = set()
+        self._cancelled = False
 
     # -- loading ----------------------------------------------------------------------------
     @property
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            self._pipeline = mlfile_mod.load(self.mlfile_path)
+            self._pipeline = mlfile_mod.load(self.mlfile_path, self.param_overrides or None)
         return self._pipeline
 
     @property
@@ -98,6 +109,13 @@ class Project:
             with open(os.path.join(self.state_dir, ".gitignore"), "w") as fh:
                 fh.write("# mlmake's cache, stat cache, logs and run records\n*\n")
         return os.path.join(self.state_dir, *parts)
+
+    def shared_path(self, *parts: str) -> str:
+        """A path in the state shared with other checkouts of the project (object store, run
+        cache, run records, logs, key claims): `shared_state` when given, else .mlmake/."""
+        if self.shared_state is None:
+            return self.state_path(*parts)
+        return os.path.join(self.shared_state, *parts)
 
     def requested(self, targets: tuple[str, ...] | list[str] = ()) -> set[str]:
         """The targets asked for (default: [project] default, else every final target)."""
@@ -117,16 +135,16 @@ class Project:
 
     def store(self, stats: StatCache | None = None) -> Store:
         """The local object store (outs linked into this project's work tree)."""
-        return Store(self.state_path("cache"), self.root,
+        return Store(self.shared_path("cache"), self.root,
                      stats or StatCache(self.state_path("statcache")), self.pipeline.link)
 
     @property
     def runcache(self) -> RunCache:
-        return RunCache(self.state_path("runcache"))
+        return RunCache(self.shared_path("runcache"))
 
     @property
     def runs_store(self) -> RunStore:
-        return RunStore(self.state_path("runs.db"))
+        return RunStore(self.shared_path("runs.db"))
 
     # -- queries ----------------------------------------------------------------------------
     def status(self, targets: tuple[str, ...] | list[str] = ()) -> Plan:
@@ -157,8 +175,17 @@ class Project:
             keep_going: bool = False, force: bool = False, dry_run: bool = False,
             executor: str | None = None, reporter: ev.Reporter | None = None,
             wait: bool = True, trigger: str = "cli",
-            executor_options: dict[str, Any] | None = None) -> BuildResult:
-        """Bring the selected targets up to date; failures are outcomes, not exceptions."""
+            executor_options: dict[str, Any] | None = None,
+            build_id: str | None = None, use_remote: bool = True,
+            push: bool | None = None, remote: str | None = None) -> BuildResult:
+        """Bring the selected targets up to date; failures are outcomes, not exceptions.
+
+        `build_id` names the build in the run records (default: a new time-based id); a
+        build recorded beforehand as queued under that id keeps its params and endpoint.
+        `use_remote`: look stale targets up in the remote `remote` (default: the configured
+        one) after the local run cache; `push`: upload each result as it succeeds (default:
+        [project] push).
+        """
         reporter = reporter or ev.NullReporter()
         pipeline, graph = self.pipeline, self.graph
         requested = self.requested(targets)
@@ -167,8 +194,15 @@ class Project:
         if dry_run:
             plan = self._checker().plan(names, force, requested=requested)
             return BuildResult("dry-run", plan=plan)
+        link = self._remote_link(use_remote, push, remote)
         exec_name = executor or pipeline.executor
-        runner = make_executor(exec_name, **(executor_options or {}))
+        options = dict(executor_options or {})
+        if exec_name == "ray":
+            options.update(self._ray_data_plane(remote))
+        runner = make_executor(exec_name, **options)
+        self._runners.add(runner)
+        if self._cancelled:
+            runner.cancel_all()
         try:
             need_gpus = any(graph.targets[n].resources.gpus for n in names)
             cap = runner.capacity(need_gpus)
@@ -177,34 +211,65 @@ class Project:
             njobs = jobs or pipeline.jobs or max(1, int(cap.cpus))
             with self._project_lock(wait, reporter):
                 return self._build(names, requested, runner, cap, njobs, keep_going, force,
-                                   reporter, trigger)
+                                   reporter, trigger, build_id, link)
         finally:
+            self._runners.discard(runner)
             runner.close()
+
+    def _ray_data_plane(self, remote: str | None) -> dict[str, Any]:
+        """How Ray tasks reach data: [project] ray_data, and the project's store, hasher and
+        remote for nodes that cannot see the project directory."""
+        stats = StatCache(self.state_path("statcache"))
+        r = self.remote(remote)
+        if self.pipeline.ray_data == "remote" and r is None:
+            raise UsageError("[project] ray_data = \"remote\" needs a remote: add a "
+                             "[remote.NAME] table with a url and [project] remote = \"NAME\".")
+        return {"data": self.pipeline.ray_data, "remote": r, "store": self.store(stats),
+                "hasher": Hasher(self.root, stats), "state_dir": self.state_dir}
+
+    def cancel(self) -> None:
+        """Stop this project's builds in progress from another thread: every child process
+        is stopped, nothing new starts, and each build ends with what finished recorded."""
+        self._cancelled = True
+        for runner in list(self._runners):
+            runner.cancel_all()
 
     def _build(self, names: set[str], requested: set[str], runner: Any, cap: Capacity,
                jobs: int,
-               keep_going: bool, force: bool, reporter: ev.Reporter, trigger: str
-               ) -> BuildResult:
+               keep_going: bool, force: bool, reporter: ev.Reporter, trigger: str,
+               build_id: str | None = None, link: Any = None) -> BuildResult:
         from mlmake import git
+        from mlmake.build import BuildContext, Builder
         from mlmake.scheduler import Scheduler
 
-        build_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        build_id = build_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         lock = Lock.read(self.lock_path)
         checker = self._checker(lock)
         runs = self.runs_store
         commit = git.head_commit(self.root)
         order = self.graph.order(names)
         runcache = self.runcache
+        session = link(checker.store, runcache, reporter) if link else None
+        if session is not None:  # the remote's run cache after the local one
+            session.prefetch(lock.entries[n] for n in order if n in lock.entries)
+            runcache = session
         lookahead = checker.lookahead(names, requested, runcache, force)
+        if runner.name == "local":  # no Docker engine, no interpreter: exit 2, nothing runs
+            from mlmake import envs  # (a Ray worker prepares envs on its own node)
+
+            envs.check([(n, self.pipeline.envs[self.graph.targets[n].env]) for n in order
+                        if n in lookahead.must_run and self.graph.targets[n].env])
         started = time.time()
-        runs.start_build(build_id, trigger, commit, started, order, runner.name)
+        runs.start_build(build_id, trigger, commit, started, order, runner.name,
+                         params=self.param_overrides or None)
         ctx = BuildContext(build_id=build_id, pipeline=self.pipeline, graph=self.graph,
                            lock=lock, checker=checker, hasher=checker.hasher, executor=runner,
                            reporter=reporter, runs=runs,
-                           log_dir=self.state_path("logs", build_id), commit=commit,
+                           log_dir=self.shared_path("logs", build_id), commit=commit,
                            store=checker.store, runcache=runcache, lookahead=lookahead,
                            forced=set(names) if force else set(),
-                           estimates=runs.durations(order))
+                           estimates=runs.durations(order), keys_dir=self.shared_path("keys"),
+                           remote=session, state_dir=self.shared_path())
         reporter.emit(ev.BuildStarted(build_id, tuple(order), (), jobs, runner.name))
         sched = Scheduler(self.graph, names, cap, jobs, keep_going, Builder(ctx).work,
                           runner.cancel_all, limit_cpus=runner.name == "local")
@@ -216,13 +281,17 @@ class Project:
             outcomes = sched.outcomes
             raise
         finally:
+            if session is not None:
+                session.close()
+            ctx.flush_lock()
             checker.hasher.cache.save()
             self._update_gitignore()
             summary = _summarize(outcomes, order, time.time() - started, interrupted)
-            status = "interrupted" if interrupted else \
+            status = "interrupted" if interrupted or self._cancelled else \
                 ("succeeded" if summary.failed == 0 and summary.blocked == 0 else "failed")
+            not_run = [n for n in order if n in outcomes and outcomes[n].status == "blocked"]
             runs.update_build(build_id, finished=time.time(), status=status,
-                              summary=summary.__dict__)
+                              summary={**summary.__dict__, "blocked_targets": not_run})
             result = BuildResult(build_id, outcomes, summary)
             if not interrupted:
                 for n in order:
@@ -259,6 +328,21 @@ class Project:
             yield
         finally:
             os.close(fd)
+
+    def trigger(self, endpoint: str, params: dict[str, Any] | None = None,
+                rev: str | None = None, reporter: ev.Reporter | None = None) -> str:
+        """Run a published endpoint as `mlmake serve` does for a REST call, synchronously in
+        this thread: `rev` (default: the endpoint's) is built in a Git worktree under
+        .mlmake/worktrees/ with `params` overriding allowed params, sharing this project's
+        store, run cache and run records; the work tree and its lock are not touched.
+
+        Returns the run id once the run has ended (its record: `runs_store.build(id)`, status
+        succeeded or failed). A request the endpoint does not accept raises a UsageError
+        naming the endpoint, param or rev, and nothing runs.
+        """
+        from mlmake.serve.runs import Runner
+
+        return Runner(self).run(endpoint, params, rev, trigger="api", reporter=reporter)
 
     # -- outputs of commits -----------------------------------------------------------------
     def checkout(self, rev: str | None = None, targets: tuple[str, ...] | list[str] = (),
@@ -332,6 +416,103 @@ class Project:
             return gc(self.root, self.lock_path, self.store(), self.runcache, all_commits,
                       dry_run)
 
+    # -- remote cache -----------------------------------------------------------------------
+    def remote(self, name: str | None = None, jobs: int | None = None,
+               quick: bool = False) -> Any:
+        """The remote `name` (default: .mlmake/config.toml's, else [project] remote, else the
+        only one defined) with this clone's overrides applied; None when none is defined."""
+        from mlmake import sync
+        from mlmake.remote import Remote
+
+        config = sync.read_config(os.path.join(self.shared_state or self.state_dir,
+                                               sync.CONFIG))
+        spec = sync.choose(self.pipeline, config, name)
+        if spec is None:
+            return None
+        return Remote(spec.name, spec.url, spec.options, root=self.root, jobs=jobs,
+                      quick=quick, index_dir=os.path.join(self.shared_state or self.state_dir,
+                                                          "remote-packs"))
+
+    def _needs_remote(self, name: str | None, jobs: int | None) -> Any:
+        r = self.remote(name, jobs)
+        if r is None:
+            raise UsageError("no remote configured: add a [remote.NAME] table with a url to the "
+                             "Mlfile (and [project] remote = \"NAME\"), or pass -r NAME.")
+        return r
+
+    def _remote_link(self, use_remote: bool, push: bool | None, name: str | None) -> Any:
+        """How a build uses the remote: a factory of its BuildRemote, or None."""
+        from functools import partial
+
+        from mlmake import sync
+
+        config = sync.read_config(os.path.join(self.shared_state or self.state_dir,
+                                               sync.CONFIG))
+        if push is None:
+            push = use_remote and (config.push if config.push is not None
+                                   else self.pipeline.push)
+        if not use_remote and not push:
+            return None
+        r = self.remote(name, quick=True)
+        if r is None:
+            if push:
+                raise UsageError("pushing results needs a remote: add a [remote.NAME] table "
+                                 "with a url to the Mlfile, or drop --push / [project] push.")
+            return None
+        return partial(sync.BuildRemote, r, lookup=use_remote, push=bool(push))
+
+    def push(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
+             jobs: int | None = None, all_commits: bool = False, callback: Any = None) -> Any:
+        """Upload the objects that the selected targets' lock entries (of the work tree, or
+        of every commit) reference, and their run-cache entries; only what the remote lacks
+        moves. `callback` receives progress (mlmake.remote.Progress)."""
+        from mlmake import sync
+
+        r = self._needs_remote(remote, jobs)
+        try:
+            return sync.push(r, self.store(), self.runcache,
+                             self._shared_entries(targets, all_commits), callback)
+        finally:
+            r.close()
+
+    def _shared_entries(self, targets: tuple[str, ...] | list[str], all_commits: bool
+                        ) -> list[Any]:
+        """(target, lock entry) pairs that push and pull move: `cache = false` targets
+        keep nothing in the cache, so they are left out."""
+        from mlmake import sync
+
+        names = self.requested(targets) if targets else None
+        g = self.graph
+        return [(n, e) for n, e in sync.lock_entries(self.lock_path, names, all_commits,
+                                                     self.root)
+                if n not in g.targets or g.targets[n].cache]
+
+    def pull(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
+             jobs: int | None = None, all_commits: bool = False, callback: Any = None) -> Any:
+        """Download what the selected targets' lock entries reference (verified, into the
+        cache) with their run-cache entries, then restore the work tree's outs from the
+        work tree's lock, like `checkout`."""
+        from mlmake import sync
+        from mlmake.checkout import checkout
+
+        r = self._needs_remote(remote, jobs)
+        names = self.requested(targets) if targets else None
+        try:
+            with self._project_lock(True, ev.NullReporter()):
+                checker = self._checker()
+                result = sync.pull(r, checker.store, self.runcache,
+                                   self._shared_entries(targets, all_commits), callback)
+                recorded = {n for n in Lock.read(self.lock_path).entries
+                            if n not in self.graph.targets or self.graph.targets[n].cache}
+                chosen = recorded if names is None else names & recorded
+                if chosen:
+                    result.checkout = checkout(self.root, self.lock_path, None, checker.store,
+                                               checker.hasher, chosen, False)
+                checker.hasher.cache.save()
+            return result
+        finally:
+            r.close()
+
     # -- scaffolding ------------------------------------------------------------------------
     @staticmethod
     def init(dest: str, template: str = "minimal") -> list[str]:
@@ -355,6 +536,70 @@ class Project:
                 shutil.copymode(os.path.join(dirpath, f), target)
                 written.append(os.path.relpath(target, dest))
         return sorted(written)
+
+    # -- git hooks --------------------------------------------------------------------------
+    def install_hooks(self) -> list[Any]:
+        """Add mlmake to the repository's Git hooks, chained after existing ones; idempotent."""
+        from mlmake import hooks
+
+        return hooks.install(self.root, self.mlfile_path, hooks.wanted(self.pipeline))
+
+    def uninstall_hooks(self) -> list[Any]:
+        """Take mlmake out of the Git hooks, putting back the hooks that were there."""
+        from mlmake import hooks
+
+        return hooks.uninstall(self.root)
+
+    def hooks_status(self) -> list[Any]:
+        """Every Git hook mlmake knows: installed or not, and the actions it runs."""
+        from mlmake import hooks
+
+        return hooks.status(self.root, self.pipeline, self.mlfile_path)
+
+    def run_hook(self, name: str, args: tuple[str, ...] | list[str] = (), stdin: str = ""
+                 ) -> Any:
+        """Do what the [hooks] table maps Git hook `name` to (called by the hook scripts)."""
+        from mlmake import hooks
+
+        return hooks.run(self, name, tuple(args), stdin)
+
+    # -- environments -----------------------------------------------------------------------
+    def envs(self) -> Any:
+        """Every [env] of the Mlfile (kind, digest, where it lives, built or not, the targets
+        using it) and the venvs and images that no target uses any more."""
+        from mlmake.envs import inventory
+
+        checker = self._checker()
+        try:
+            return inventory.report(self.pipeline, checker.env_digest, self.root,
+                                    self.shared_path("envs"))
+        finally:
+            checker.hasher.cache.save()
+
+    def build_envs(self, names: tuple[str, ...] | list[str] = (),
+                   log: Any = None) -> list[Any]:
+        """Build (or pull) the named environments now (default: all), so no run waits for
+        them; `log(env, line)` receives the build output."""
+        from mlmake.envs import inventory
+
+        checker = self._checker()
+        try:
+            return inventory.build(self.pipeline, names, checker.env_digest, self.root,
+                                   self.shared_path(), log or (lambda env, line: None))
+        finally:
+            checker.hasher.cache.save()
+
+    def prune_envs(self, dry_run: bool = False) -> Any:
+        """Remove the venvs and images that no target of the current Mlfile uses."""
+        from mlmake.envs import inventory
+
+        with self._project_lock(True, ev.NullReporter()):
+            checker = self._checker()
+            try:
+                return inventory.prune(self.pipeline, checker.env_digest, self.root,
+                                       self.shared_path("envs"), dry_run)
+            finally:
+                checker.hasher.cache.save()
 
 
 def templates() -> list[str]:

@@ -74,10 +74,19 @@ class RunStore:
     def start_build(self, build_id: str, trigger: str, commit: str | None, started: float,
                     targets: list[str], executor: str, params: dict[str, Any] | None = None,
                     endpoint: str | None = None, status: str = "running") -> None:
+        """Record a build as started (or queued). Starting a build that was recorded as
+        queued keeps the params and endpoint recorded then unless new ones are given."""
         self._db().execute(
-            "INSERT OR REPLACE INTO builds (id, trigger, commit_sha, started, status, params, "
-            "targets, host, executor, endpoint) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (build_id, trigger, commit, started, status, json.dumps(params or {}),
+            "INSERT INTO builds (id, trigger, commit_sha, started, status, params, "
+            "targets, host, executor, endpoint) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET trigger = excluded.trigger, "
+            "commit_sha = excluded.commit_sha, started = excluded.started, "
+            "status = excluded.status, targets = excluded.targets, host = excluded.host, "
+            "executor = excluded.executor, "
+            "params = COALESCE(excluded.params, builds.params), "
+            "endpoint = COALESCE(excluded.endpoint, builds.endpoint)",
+            (build_id, trigger, commit, started, status,
+             json.dumps(params) if params is not None else None,
              json.dumps(targets), self.host, executor, endpoint))
 
     def update_build(self, build_id: str, **fields: Any) -> None:
@@ -134,6 +143,17 @@ class RunStore:
             "summary, host, executor, endpoint, message FROM builds WHERE id = ?",
             (build_id,)).fetchone()
         return _build_dict(r) if r else None
+
+    def latest(self) -> dict[str, RunRecord]:
+        """Each target's most recent recorded run (of any build)."""
+        if not os.path.exists(self.path):
+            return {}
+        rows = self._db().execute(
+            "SELECT build, target, key, outcome, started, duration, commit_sha, host, "
+            "executor, exit_code, log, source, message, outs FROM runs WHERE id IN "
+            "(SELECT MAX(id) FROM runs GROUP BY target)").fetchall()
+        return {r[1]: RunRecord(*r[:13], outs=json.loads(r[13]) if r[13] else None)
+                for r in rows}
 
     def durations(self, targets: list[str]) -> dict[str, float]:
         """Median-ish past duration (mean of the last 5 ran) per target, for estimates."""
