@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlmake.errors import GitError, MlmakeError, UsageError
-from mlmake.mlfile import HOOK_NAMES
+from mlmake.tables import HOOK_NAMES
 
 if TYPE_CHECKING:
     from mlmake.model import Pipeline

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import os
-import stat as stat_mod
 
 from mlmake import params as params_mod
 from mlmake.envs import spec_digest

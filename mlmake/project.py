@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import math
 import os
 import secrets
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from mlmake import gitignore
 from mlmake import mlfile as mlfile_mod
 from mlmake.errors import BusyError, MlfileError, UsageError
 from mlmake.executors import make_executor
+from mlmake.executors.base import check_fits
 from mlmake.graph import Graph
 from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
@@ -207,7 +206,7 @@ class Project:
             need_gpus = any(graph.targets[n].resources.gpus for n in names)
             cap = runner.capacity(need_gpus)
             if exec_name == "local":
-                _check_fits(pipeline, names, cap)
+                check_fits(pipeline, names, cap)
             njobs = jobs or pipeline.jobs or max(1, int(cap.cpus))
             with self._project_lock(wait, reporter):
                 return self._build(names, requested, runner, cap, njobs, keep_going, force,
@@ -517,25 +516,9 @@ class Project:
     @staticmethod
     def init(dest: str, template: str = "minimal") -> list[str]:
         """Copy a starter project into `dest`; refuses to overwrite an existing Mlfile."""
-        src = _template_dir(template)
-        if os.path.exists(os.path.join(dest, MLFILE)):
-            raise UsageError(f"'{os.path.join(dest, MLFILE)}' already exists; mlmake init "
-                             "never overwrites it.")
-        written = []
-        for dirpath, dirnames, filenames in os.walk(src):
-            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-            rel = os.path.relpath(dirpath, src)
-            for f in filenames:
-                if f.endswith((".pyc", ".pyo")) or f == "__init__.py" and rel == ".":
-                    continue
-                target = os.path.abspath(os.path.join(dest, rel, f))
-                if os.path.exists(target):
-                    continue
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                shutil.copyfile(os.path.join(dirpath, f), target)
-                shutil.copymode(os.path.join(dirpath, f), target)
-                written.append(os.path.relpath(target, dest))
-        return sorted(written)
+        from mlmake.scaffold import init
+
+        return init(dest, template)
 
     # -- git hooks --------------------------------------------------------------------------
     def install_hooks(self) -> list[Any]:
@@ -600,44 +583,6 @@ class Project:
                                        self.shared_path("envs"), dry_run)
             finally:
                 checker.hasher.cache.save()
-
-
-def templates() -> list[str]:
-    """Names of the starter templates `init` knows."""
-    base = os.path.dirname(_template_dir(None))
-    return sorted(d for d in os.listdir(base) if os.path.isfile(os.path.join(base, d, MLFILE)))
-
-
-def _template_dir(name: str | None) -> str:
-    import mlmake.templates as pkg
-
-    base = os.path.dirname(os.path.abspath(pkg.__file__))
-    if name is None:
-        return os.path.join(base, "minimal")
-    path = os.path.join(base, name)
-    if not os.path.isfile(os.path.join(path, MLFILE)):
-        known = sorted(d for d in os.listdir(base) if os.path.isfile(os.path.join(base, d,
-                                                                                  MLFILE)))
-        raise UsageError(f"unknown template '{name}'; choose one of {', '.join(known)}.")
-    return path
-
-
-def _check_fits(pipeline: Pipeline, names: set[str], cap: Capacity) -> None:
-    for n in sorted(names):
-        t = pipeline.targets[n]
-        r = t.resources
-        problem = None
-        if r.cpus > cap.cpus:
-            problem = f"{r.cpus:g} CPUs but this machine has {cap.cpus:g}"
-        elif math.ceil(r.gpus) > len(cap.gpus):
-            problem = f"{r.gpus:g} GPUs but this machine has {len(cap.gpus)}"
-        elif r.memory and cap.memory and r.memory > cap.memory:
-            problem = (f"{r.memory / 2**30:.1f} GiB of memory but this machine has "
-                       f"{cap.memory / 2**30:.1f} GiB")
-        if problem:
-            raise MlfileError(f"target '{n}' asks for {problem}. Lower its resources, or run "
-                              "it on a cluster with `--executor ray`.",
-                              os.path.basename(pipeline.path), t.line)
 
 
 def _summarize(outcomes: dict[str, Outcome], order: list[str], duration: float,

@@ -235,7 +235,8 @@ def log_cmd(g: Ctx, target: str, path_only: bool) -> int:
 @pass_ctx
 def init_cmd(g: Ctx, directory: str, template: str, list_only: bool) -> int:
     """Create an Mlfile and a starter project in DIRECTORY."""
-    from mlmake.project import Project, templates
+    from mlmake.project import Project
+    from mlmake.scaffold import templates
 
     if list_only:
         for t in templates():

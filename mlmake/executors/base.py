@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from mlmake.model import EnvSpec, Target
+from mlmake.errors import MlfileError
+from mlmake.model import EnvSpec, Pipeline, Target
 
 
 @dataclass(frozen=True)
@@ -94,3 +96,22 @@ def detect_gpus() -> tuple[str, ...]:
         return ()
     return tuple(str(i) for i, line in enumerate(l for l in out.splitlines()
                                                   if l.startswith("GPU ")))
+
+
+def check_fits(pipeline: Pipeline, names: set[str], cap: Capacity) -> None:
+    """Refuse, before anything runs, a target that asks for more than this machine has."""
+    for n in sorted(names):
+        t = pipeline.targets[n]
+        r = t.resources
+        problem = None
+        if r.cpus > cap.cpus:
+            problem = f"{r.cpus:g} CPUs but this machine has {cap.cpus:g}"
+        elif math.ceil(r.gpus) > len(cap.gpus):
+            problem = f"{r.gpus:g} GPUs but this machine has {len(cap.gpus)}"
+        elif r.memory and cap.memory and r.memory > cap.memory:
+            problem = (f"{r.memory / 2**30:.1f} GiB of memory but this machine has "
+                       f"{cap.memory / 2**30:.1f} GiB")
+        if problem:
+            raise MlfileError(f"target '{n}' asks for {problem}. Lower its resources, or run "
+                              "it on a cluster with `--executor ray`.",
+                              os.path.basename(pipeline.path), t.line)
