@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat as stat_mod
 import threading
 import time
@@ -20,7 +19,7 @@ from mlmake.model import Outcome, Pipeline, Target
 from mlmake.plan import Checker, Lookahead, TargetState
 from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
-from mlmake.store import MissingObjectError, Store
+from mlmake.store import MissingObjectError, Store, remove_path
 
 
 @dataclass
@@ -192,7 +191,7 @@ class Builder:
         ctx = self.ctx
         if not t.persist:
             for out in t.all_outs:
-                _remove(os.path.join(ctx.pipeline.root, out))
+                remove_path(os.path.join(ctx.pipeline.root, out))
         else:
             for out in t.all_outs:
                 if os.path.exists(os.path.join(ctx.pipeline.root, out)):
@@ -279,19 +278,3 @@ class Builder:
             log=outcome.log, source=outcome.source, message=outcome.message, outs=outs))
         ctx.reporter.emit(ev.TargetFinished(outcome))
         return outcome
-
-
-def _remove(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat_mod.S_ISDIR(st.st_mode):
-        shutil.rmtree(path, onerror=_force_writable)
-    else:
-        os.unlink(path)
-
-
-def _force_writable(func: Any, path: str, _exc: Any) -> None:
-    os.chmod(os.path.dirname(path), 0o755)
-    func(path)

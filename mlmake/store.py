@@ -230,7 +230,7 @@ class Store:
                 raise MissingObjectError(record["hash"] + MANIFEST_SUFFIX, out)
             stats = [self.verify(e.hash, f"{out}/{e.path}") for e in entries]
             hard = self._link in (None, "hardlink") and "hardlink" in self.link_types
-            _remove(full)
+            remove_path(full)
             os.makedirs(full, exist_ok=True)
             made = {full}
             now = self.stats_now()
@@ -247,7 +247,7 @@ class Store:
                     self._note(f"{out}/{e.path}", dest, e.hash)
             return len(entries)
         self.verify(record["hash"], out)
-        _remove(full)
+        remove_path(full)
         os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
         self._link_new(self.object_path(record["hash"]), full)
         self._note(out, full, record["hash"], bulk=False)
@@ -301,40 +301,22 @@ class Store:
         os.replace(tmp, dest)
 
     def _link_new(self, obj: str, dest: str) -> None:
-        kind = self._link or self._choose(obj, dest)
-        if kind == "hardlink":
-            os.link(obj, dest)
-        elif kind == "reflink":
-            from dvc_objects.fs.system import reflink
-
-            reflink(obj, dest)
-            os.chmod(dest, 0o644 | (os.stat(obj).st_mode & 0o111))
-        elif kind == "symlink":
-            os.symlink(obj, dest)
+        if self._link is None:
+            self._choose(obj, dest)
         else:
-            _copy(obj, dest)
+            _link(self._link, obj, dest)
 
     def _choose(self, obj: str, dest: str) -> str:
-        """The first configured link type that works here (tried once per store)."""
+        """The first configured link type that works here (tried once per store); `dest` is
+        left linked."""
         for kind in self.link_types:
             try:
-                if kind == "hardlink":
-                    os.link(obj, dest)
-                elif kind == "reflink":
-                    from dvc_objects.fs.system import reflink
-
-                    reflink(obj, dest)
-                    os.chmod(dest, 0o644 | (os.stat(obj).st_mode & 0o111))
-                elif kind == "symlink":
-                    os.symlink(obj, dest)
-                else:
-                    _copy(obj, dest)
+                _link(kind, obj, dest)
             except (OSError, NotImplementedError) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.EEXIST:
                     raise
                 continue
             self._link = kind
-            os.unlink(dest)
             return kind
         raise StoreError(f"none of the link types {', '.join(self.link_types)} work between "
                          f"{self.path} and {os.path.dirname(dest)}; add \"copy\" to "
@@ -345,6 +327,21 @@ class Store:
         return self._link
 
 
+def _link(kind: str, obj: str, dest: str) -> None:
+    """Make `dest` a `kind` link of the object file `obj` (copies are writable)."""
+    if kind == "hardlink":
+        os.link(obj, dest)
+    elif kind == "reflink":
+        from dvc_objects.fs.system import reflink
+
+        reflink(obj, dest)
+        os.chmod(dest, 0o644 | (os.stat(obj).st_mode & 0o111))
+    elif kind == "symlink":
+        os.symlink(obj, dest)
+    else:
+        _copy(obj, dest)
+
+
 def _copy(src: str, dest: str) -> None:
     tmp = dest + ".mlmake-copy"
     shutil.copyfile(src, tmp)
@@ -352,15 +349,21 @@ def _copy(src: str, dest: str) -> None:
     os.replace(tmp, dest)
 
 
-def _remove(path: str) -> None:
+def remove_path(path: str) -> None:
+    """Delete a file or a directory tree (read-only links included); nothing if absent."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     if stat_mod.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
+        shutil.rmtree(path, onerror=_force_writable)
     else:
         os.unlink(path)
+
+
+def _force_writable(func: Any, path: str, _exc: Any) -> None:
+    os.chmod(os.path.dirname(path), 0o755)
+    func(path)
 
 
 def referenced(store: Store, records: Iterable[dict[str, Any]]) -> set[str]:
