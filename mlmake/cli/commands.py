@@ -56,29 +56,15 @@ def run_cmd(g: Ctx, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
         _print_plan(result.plan, dry=True)
         return 0
     reporter = reporter_for(g)
-    kwargs: dict[str, Any] = dict(jobs=jobs, keep_going=keep_going, force=force,
-                                  executor=executor, reporter=reporter, wait=not no_wait,
-                                  executor_options=options)
-    extra = _remote_kwargs(project, no_remote, push)
-    kwargs.update(extra)
     try:
-        result = project.run(targets, **kwargs)
+        result = project.run(targets, jobs=jobs, keep_going=keep_going, force=force,
+                             executor=executor, reporter=reporter, wait=not no_wait,
+                             executor_options=options, use_remote=not no_remote,
+                             push=push or None)
     finally:
         if hasattr(reporter, "close"):
             reporter.close()
     return 0 if result.ok else 1
-
-
-def _remote_kwargs(project: Any, no_remote: bool, push: bool) -> dict[str, Any]:
-    import inspect
-
-    params = inspect.signature(project.run).parameters
-    out: dict[str, Any] = {}
-    if "use_remote" in params:
-        out["use_remote"] = not no_remote
-    if "push" in params:
-        out["push"] = push or None
-    return out
 
 
 def _print_plan(plan: Any, dry: bool) -> None:

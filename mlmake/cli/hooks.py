@@ -104,13 +104,10 @@ def run_cmd(g: Ctx, hook: str, args: tuple[str, ...]) -> int:
 @pass_ctx
 def build_cmd(g: Ctx, trigger: str, targets: tuple[str, ...]) -> int:
     """Build TARGETS in the background for a hook (its output goes to a log)."""
-    from mlmake.cli.commands import _remote_kwargs
-
     click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {trigger}: building "
                f"{' '.join(targets) or 'the default targets'} (pid {os.getpid()})")
     project = g.project()
-    result = project.run(targets, reporter=reporter_for(g), trigger=trigger,
-                         **_remote_kwargs(project, False, False))
+    result = project.run(targets, reporter=reporter_for(g), trigger=trigger)
     return 0 if result.ok else 1
 
 
