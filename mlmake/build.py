@@ -13,7 +13,7 @@ from mlmake import events as ev
 from mlmake.executors.base import Executor, Job
 from mlmake.graph import Graph
 from mlmake.hashing import Entry, Hasher
-from mlmake.lockfile import Lock
+from mlmake.lockfile import Lock, LockChangedError
 from mlmake.errors import RemoteError, StoreError
 from mlmake.model import Outcome, Pipeline, Target
 from mlmake.plan import Checker, Lookahead, TargetState
@@ -47,6 +47,7 @@ class BuildContext:
     remote: Any = None  # a sync.BuildRemote: remote lookups, downloads, uploads (or None)
     mutex: threading.Lock = field(default_factory=threading.Lock)
     lock_interval: float = 0.2
+    lock_conflict: Exception | None = None
     _lock_saved: float = 0.0
     _lock_dirty: bool = False
 
@@ -57,8 +58,12 @@ class BuildContext:
         write (also on interrupt) records them."""
         self._lock_dirty = True
         now = time.monotonic()
-        if force or now - self._lock_saved >= self.lock_interval:
-            self.lock.write(set(self.pipeline.targets))
+        if self.lock_conflict is None and (force or now - self._lock_saved >= self.lock_interval):
+            try:
+                self.lock.write(set(self.pipeline.targets))
+            except LockChangedError as exc:
+                self.lock_conflict = exc
+                self.reporter.emit(ev.Notice(str(exc), "warning"))
             self._lock_saved = now
             self._lock_dirty = False
 

@@ -37,6 +37,16 @@ class LockEntry:
                    outs={k: dict(v) for k, v in d.get("outs", {}).items()})
 
 
+class LockChangedError(MlfileError):
+    """The lock file changed on disk during a build (a checkout of another commit)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} was replaced while this build ran (a git checkout or pull?); "
+                         "the results are kept in the run cache and were not written into "
+                         "the new lock. Run mlmake again to record them.", name)
+        self.exit_code = 1
+
+
 @dataclass
 class Lock:
     """The whole lock file in memory; `write` replaces the file atomically."""
@@ -102,9 +112,21 @@ class Lock:
         return f'{{\n  "targets": {targets},\n  "version": {LOCK_FORMAT}\n}}\n'
 
     def write(self, keep: set[str] | None = None) -> bool:
-        """Write atomically (temp file + rename) when the content changed; True if written."""
+        """Write atomically (temp file + rename) when the content changed; True if written.
+
+        Raises LockChangedError, writing nothing, when the file on disk is no longer what
+        this Lock read or last wrote (a `git checkout` or `git pull` replaced it meanwhile):
+        the lock of another commit must not receive this build's results, which stay in the
+        run cache for the next run to reuse."""
         text = self.render(keep)
-        if text == self._written and os.path.exists(self.path):
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                on_disk: str | None = fh.read()
+        except FileNotFoundError:
+            on_disk = None
+        if on_disk is not None and on_disk != self._written:
+            raise LockChangedError(os.path.basename(self.path))
+        if text == on_disk:
             return False
         tmp = f"{self.path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -240,3 +240,20 @@ def test_global_options_directory_and_file(repo, tmp_path):
     assert "ran 1" in r.stdout and "[x]" not in r.stdout
     v = repo.mlmake("--version")
     assert v.code == 0 and "mlmake" in v.out
+
+
+def test_a_checkout_during_a_build_keeps_the_new_lock_and_the_results(repo):
+    repo.write({"Mlfile": """
+        [target.slow]
+        cmd = "touch started; sleep 1.5; echo s > slow.txt"
+        outs = ["slow.txt"]
+    """})
+    proc = start(repo)
+    wait_for(lambda: repo.exists("started"))
+    other = '{\n  "targets": {},\n  "version": 1\n}\n'
+    (repo.path / "Mlfile.lock").write_text(other)  # what a `git checkout` would do
+    out, err = proc.communicate(timeout=30)
+    assert "was replaced while this build ran" in err
+    assert repo.read("Mlfile.lock") == other
+    r = repo.mlmake()
+    assert r.code == 0 and "↺ slow reused" in r.out  # the result was kept in the run cache

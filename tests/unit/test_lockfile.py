@@ -158,3 +158,17 @@ def test_lock_that_is_not_an_object_is_an_mlfile_error(tmp_path: Path, text: str
         Lock.parse(text, str(tmp_path / "Mlfile.lock"))
     assert info.value.file == "Mlfile.lock"
     assert "malformed" in str(info.value)
+
+
+def test_a_lock_replaced_on_disk_is_not_overwritten(tmp_path):
+    from mlmake.lockfile import LockChangedError
+
+    path = tmp_path / "Mlfile.lock"
+    lock = Lock.read(str(path))
+    lock.entries["a"] = LockEntry("k1", "c", {}, {}, None, {})
+    assert lock.write()
+    path.write_text('{"targets": {}, "version": 1}\n')  # e.g. `git checkout` of another commit
+    lock.entries["b"] = LockEntry("k2", "c", {}, {}, None, {})
+    with pytest.raises(LockChangedError, match="was replaced while this build ran"):
+        lock.write()
+    assert path.read_text() == '{"targets": {}, "version": 1}\n'
