@@ -288,7 +288,7 @@ class _Parser(TableParsing):
         seen: set[str] = set()
         for combo in combos:
             mvars = {var: val for (var, _), val in zip(axes, combo)}
-            vname = name + ("@" + "-".join(_scalar(v) for v in combo) if combo else "")
+            vname = name + ("@" + "-".join(scalar(v) for v in combo) if combo else "")
             if vname in seen:
                 raise self.fail(f"target '{name}': matrix gives the variant name '{vname}' "
                                 "twice; make the values distinct", *tbl, key="matrix")
@@ -320,7 +320,7 @@ class _Parser(TableParsing):
                         raise self.fail(f"target '{base}': '${{{var}}}' in {key} is a table; "
                                         "name one value (a dotted key).", *tbl, key=key)
                     used.append(var)
-                s = _scalar(value)
+                s = scalar(value)
                 return shlex.quote(s) if quote else s
             return _VAR.sub(repl, text)
 
@@ -368,7 +368,7 @@ class _Parser(TableParsing):
             after=after,
             desc=subst(self.typed(spec.get("desc", ""), str, f"target '{base}': desc", *tbl,
                                   key="desc"), "desc", False),
-            wdir=wdir, matrix=tuple((k, _scalar(v)) for k, v in mvars.items()),
+            wdir=wdir, matrix=tuple((k, scalar(v)) for k, v in mvars.items()),
             line=self.loc.table("target", base), **flags)
 
     def resources(self, base: str, spec: Any) -> Resources:
@@ -440,7 +440,8 @@ class _Parser(TableParsing):
                                     "not nest.", "target", targets[name].base, key="outs")
                 parent = posixpath.dirname(parent)
 
-def _scalar(v: Any) -> str:
+def scalar(v: Any) -> str:
+    """How a param or matrix value is written into a command or a name."""
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)

@@ -290,7 +290,7 @@ class Checker:
 def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[str, Any],
           env: str | None) -> list[Reason]:
     reasons: list[Reason] = []
-    if t.cmd != old.cmd:
+    if t.cmd != old.cmd and not _only_params_differ(old.cmd, t.cmd, old.params, values):
         reasons.append(Reason("cmd", t.cmd, old.cmd, t.cmd))
     if env != old.env:
         reasons.append(Reason("env", t.env or "", old.env, env))
@@ -305,6 +305,21 @@ def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[s
     if set(t.all_outs) != set(old.outs):
         reasons.append(Reason("outs", ", ".join(sorted(set(t.all_outs) ^ set(old.outs)))))
     return reasons
+
+
+def _only_params_differ(old_cmd: str, new_cmd: str, old: dict[str, Any],
+                        new: dict[str, Any]) -> bool:
+    """True when the commands differ only by changed param values put into them with
+    `${}` (the param reason already says so)."""
+    import shlex
+
+    from mlmake.mlfile import scalar
+
+    changed = [(k, old[k], new[k]) for k in old.keys() & new.keys() if old[k] != new[k]]
+    patched = old_cmd
+    for _, a, b in changed:
+        patched = patched.replace(shlex.quote(scalar(a)), shlex.quote(scalar(b)))
+    return bool(changed) and patched == new_cmd
 
 
 _UNSET = object()

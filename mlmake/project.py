@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from mlmake import events as ev
 from mlmake import gitignore
 from mlmake import mlfile as mlfile_mod
-from mlmake.errors import BusyError, MlfileError, UsageError
+from mlmake.errors import BusyError, MlfileError, MlmakeError, UsageError
 from mlmake.executors import make_executor
 from mlmake.executors.base import check_fits
 from mlmake.graph import Graph
@@ -155,6 +155,18 @@ class Project:
         plan = checker.plan(names, requested=requested)
         checker.hasher.cache.save()
         return plan
+
+    def graph_data(self, targets: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+        """The DAG of the selection (default: every target) as nodes with their state and
+        reasons, and edges (see mlmake.drawing)."""
+        from mlmake import drawing
+
+        names = self.select(targets) if targets else set(self.graph.targets)
+        try:
+            plan: Plan | None = self._checker().plan(names)
+        except MlmakeError:
+            plan = None  # states are decoration: a missing input still draws
+        return drawing.graph_data(self.graph, names, plan)
 
     def runs(self, target: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Recorded target runs, newest first."""

@@ -112,13 +112,7 @@ def graph_cmd(g: Ctx, targets: tuple[str, ...], fmt: str, as_json: bool,
     """Draw the DAG; stale targets are marked with *."""
     from mlmake import drawing
 
-    project = g.project()
-    names = project.select(targets) if targets else set(project.graph.targets)
-    try:
-        plan = project._checker().plan(names)
-    except Exception:  # noqa: BLE001 - states are decoration; the drawing still works
-        plan = None
-    data = drawing.graph_data(project.graph, names, plan)
+    data = g.project().graph_data(targets)
     fmt = "json" if as_json else fmt
     if fmt == "json":
         text = drawing.to_json(data)
