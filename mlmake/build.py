@@ -14,7 +14,7 @@ from mlmake.executors.base import Executor, Job
 from mlmake.graph import Graph
 from mlmake.hashing import Entry, Hasher
 from mlmake.lockfile import Lock, LockChangedError
-from mlmake.errors import RemoteError, StoreError
+from mlmake.errors import RemoteError, StoreError, UsageError
 from mlmake.model import Outcome, Pipeline, Target
 from mlmake.plan import Checker, Lookahead, TargetState
 from mlmake.runcache import RunCache
@@ -243,6 +243,27 @@ class Builder:
         ctx = self.ctx
         for out, rec in outs.items():
             ctx.store.save_out(out, rec, entries_of.get(out), link=out not in t.metrics)
+
+    def record(self, order: list[str], force: bool) -> list[str]:
+        """Record the targets' current outs and deps as up to date without running them
+        (`mlmake commit`); returns the targets whose lock entry changed."""
+        ctx = self.ctx
+        changed: list[str] = []
+        for n in order:
+            t = ctx.graph.targets[n]
+            state = ctx.checker.state(t)
+            if not state.stale and not force:
+                continue
+            if state.key is None:
+                missing = [d for d, v in state.deps.items() if v is None]
+                raise UsageError(f"cannot commit '{n}': its dep '{missing[0]}' is missing.")
+            outs, _, entries_of = self.hash_outs(t)
+            if t.cache:
+                self.save(t, outs, entries_of)
+                ctx.runcache.put(state.key, n, outs)
+            ctx.lock.entries[n] = state.entry(t.cmd, outs)
+            changed.append(n)
+        return changed
 
     def hash_outs(self, t: Target) -> tuple[dict[str, dict[str, Any]], list[str],
                                             dict[str, list[Entry]]]:

@@ -387,10 +387,9 @@ class Project:
                 if not os.path.exists(os.path.join(self.root, out)):
                     raise UsageError(f"cannot commit '{n}': its out '{out}' does not exist. "
                                      f"Build it with `mlmake {n}`.")
-        from mlmake.build import Builder, BuildContext
+        from mlmake.build import BuildContext, Builder
         from mlmake.executors.local import LocalExecutor
 
-        changed: list[str] = []
         with self._project_lock(True, ev.NullReporter()):
             lock = Lock.read(self.lock_path)
             checker = self._checker(lock)
@@ -399,21 +398,7 @@ class Project:
                                executor=LocalExecutor(), reporter=ev.NullReporter(),
                                runs=self.runs_store, log_dir=self.state_path("logs"),
                                commit=None, store=checker.store, runcache=self.runcache)
-            builder = Builder(ctx)
-            for n in order:
-                t = self.graph.targets[n]
-                state = checker.state(t)
-                if not state.stale and not force:
-                    continue
-                if state.key is None:
-                    missing = [d for d, v in state.deps.items() if v is None]
-                    raise UsageError(f"cannot commit '{n}': its dep '{missing[0]}' is missing.")
-                outs, _, entries_of = builder.hash_outs(t)
-                if t.cache:
-                    builder.save(t, outs, entries_of)
-                    ctx.runcache.put(state.key, n, outs)
-                lock.entries[n] = state.entry(t.cmd, outs)
-                changed.append(n)
+            changed = Builder(ctx).record(order, force)
             lock.write(set(self.pipeline.targets))
             checker.hasher.cache.save()
             self._update_gitignore()
