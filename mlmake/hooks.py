@@ -9,8 +9,6 @@ created. The scheme works whatever language the original is written in.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import posixpath
 import secrets
@@ -452,24 +450,14 @@ def _wait_until_free(project: Project, deadline: float) -> None:
     hours, and a hook must not keep Git waiting that long. Restoring itself is never cut
     short: an interrupted restore would leave a half-written directory behind.
     """
+    from mlmake.filelock import file_lock, holder
+
     path = project.state_path("run.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            if time.monotonic() >= deadline:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                raise HookTimeout(f"another mlmake run (pid {holder}) is building this "
-                                  "project, so the outputs of this commit were not restored; "
-                                  "run `mlmake checkout` once it has finished.")
-            time.sleep(0.05)
-    finally:
-        os.close(fd)  # releases the probe's lock
+    with file_lock(path, timeout=max(0.0, deadline - time.monotonic())) as got:
+        if not got:
+            raise HookTimeout(f"another mlmake run (pid {holder(path)}) is building this "
+                              "project, so the outputs of this commit were not restored; "
+                              "run `mlmake checkout` once it has finished.")
 
 
 def _checkout(project: Project, deadline: float) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import secrets
 import time
@@ -319,26 +317,15 @@ class Project:
 
     @contextmanager
     def _project_lock(self, wait: bool, reporter: ev.Reporter) -> Iterator[None]:
+        from mlmake.filelock import file_lock, holder
+
         path = self.state_path("run.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                if not wait:
-                    raise BusyError(f"another mlmake run (pid {holder}) is building this "
-                                    "project; wait for it or drop --no-wait.") from None
-                reporter.emit(ev.Notice(f"waiting for another mlmake run (pid {holder}) to "
-                                        "finish…"))
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with file_lock(path, wait, record_pid=True, on_wait=lambda pid: reporter.emit(
+                ev.Notice(f"waiting for another mlmake run (pid {pid}) to finish…"))) as got:
+            if not got:
+                raise BusyError(f"another mlmake run (pid {holder(path)}) is building this "
+                                "project; wait for it or drop --no-wait.")
             yield
-        finally:
-            os.close(fd)
 
     def trigger(self, endpoint: str, params: dict[str, Any] | None = None,
                 rev: str | None = None, reporter: ev.Reporter | None = None) -> str:

@@ -3,8 +3,6 @@ that serialises builds across mlmake processes."""
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import threading
 import time
@@ -28,25 +26,17 @@ def lock_path(envs_dir: str, key: str) -> str:
 @contextmanager
 def file_lock(path: str, log: Log | None = None, name: str = "",
               wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive flock on `path` (threads conflict too: each opens its own file
-    description); yields False at once when `wait` is off and someone else holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            if not wait:
-                yield False
-                return
-            if log is not None:
-                log(f"mlmake: waiting for environment '{name}' (another mlmake run is "
-                    "building it)…")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield True
-    finally:
-        os.close(fd)
+    """Hold the lock of one env build; yields False at once when `wait` is off and another
+    run holds it."""
+    from mlmake.filelock import file_lock as lock
+
+    def waiting(_pid: str) -> None:
+        if log is not None:
+            log(f"mlmake: waiting for environment '{name}' (another mlmake run is "
+                "building it)…")
+
+    with lock(path, wait, on_wait=waiting) as got:
+        yield got
 
 
 class _Gate:
