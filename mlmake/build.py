@@ -125,7 +125,10 @@ class Builder:
             return self._finish(t, Outcome(name, "failed", key=None, message=(
                 f"dep '{missing[0]}' is missing after its upstream ran; check that the "
                 "upstream target writes it")), started, state)
-        recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)
+        if la is not None and state is la.states.get(name) and name in la.reusable:
+            recs = la.reusable[name]  # the lookahead found them with these very inputs
+        else:
+            recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)
         if recs is None and self._claim(t, state, forced):
             recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)  # built meanwhile
         if recs is not None:
