@@ -6,7 +6,7 @@ import os
 import stat as stat_mod
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlmake import events as ev
@@ -19,7 +19,7 @@ from mlmake.model import Outcome, Pipeline, Target
 from mlmake.plan import Checker, Lookahead, TargetState
 from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
-from mlmake.store import MissingObjectError, Store, remove_path
+from mlmake.store import MANIFEST_SUFFIX, MissingObjectError, Store, remove_path
 
 
 @dataclass
@@ -117,7 +117,8 @@ class Builder:
         needed = la is None or name in la.needed
         if not state.stale or (not needed and all(r.kind == "out-missing"
                                                   for r in state.reasons)):
-            outcome = Outcome(name, "uptodate", key=state.key)
+            outcome = Outcome(name, "uptodate", key=state.key,
+                              message="" if needed or not state.stale else "not materialized")
             ctx.reporter.emit(ev.TargetFinished(outcome))
             return outcome
         if state.key is None:
@@ -154,6 +155,8 @@ class Builder:
         ctx = self.ctx
         root = ctx.pipeline.root
         source = ctx.remote.source(state.key) if ctx.remote is not None else "local"
+        old = ctx.lock.entries.get(t.name)
+        restored = old is not None and old.key == state.key and old.outs == recs
         if materialize:
             if ctx.remote is not None and ctx.remote.fetch({o: recs[o] for o in t.all_outs}):
                 source = ctx.remote.name
@@ -162,12 +165,20 @@ class Builder:
                     raise MissingObjectError(oid, out)
             for out in t.all_outs:
                 rec = recs[out]
-                if ctx.hasher.path(out) == rec["hash"]:
+                now = ctx.hasher.path(out)
+                if now == rec["hash"]:
                     continue
+                self.keep_edit(t, out, now)
                 if out in t.metrics:
                     ctx.store.export(rec, os.path.join(root, out))
                 else:
                     ctx.store.restore(out, rec)
+        else:  # lean: an out nothing needs is absent, never left holding other bytes
+            for out in t.all_outs:
+                now = ctx.hasher.path(out)
+                if now is not None and now != recs[out]["hash"]:
+                    self.keep_edit(t, out, now)
+                    remove_path(os.path.join(root, out))
         with ctx.mutex:
             ctx.lock.entries[t.name] = state.entry(t.cmd, recs)
             ctx.save_lock()
@@ -175,9 +186,23 @@ class Builder:
             ctx.remote.adopt(state.key)
             if source == "local" and t.cache:
                 ctx.remote.upload(t.name, state.key, recs)
+        message = "not materialized" if not materialize else "restored" if restored else ""
         return self._finish(t, Outcome(t.name, "reused", key=state.key, source=source,
-                                       message="" if materialize else "not materialized"),
-                            started, state, recs)
+                                       message=message), started, state, recs)
+
+    def keep_edit(self, t: Target, out: str, now: str | None) -> None:
+        """Before an out whose content is `now` is replaced, put that content into the cache
+        unless it is there already, so an edit by hand is never lost, and say where it is."""
+        ctx = self.ctx
+        if now is None or ctx.store.has(now) or ctx.store.has(now + MANIFEST_SUFFIX):
+            return
+        ctx.store.keep(out)
+        if out in t.metrics:
+            return  # committed to Git, which shows the difference; the copy is kept quietly
+        ctx.reporter.emit(ev.Notice(
+            f"{t.name}: '{out}' was modified in the work tree; the recorded version replaces "
+            f"it, and yours is kept in the cache until `mlmake gc`: `mlmake get --object "
+            f"{now} -o FILE` writes it out.", "warning"))
 
     def materialize_inputs(self, t: Target) -> None:
         """Restore any upstream out this target reads that is not in the work tree."""
@@ -188,10 +213,12 @@ class Builder:
                 continue
             ut = ctx.graph.targets[u]
             for out, rec in entry.outs.items():
-                if out in ut.metrics or ctx.hasher.path(out) == rec["hash"]:
+                now = ctx.hasher.path(out)
+                if out in ut.metrics or now == rec["hash"]:
                     continue
                 if ctx.remote is not None:
                     ctx.remote.fetch({out: rec})
+                self.keep_edit(ut, out, now)
                 ctx.store.restore(out, rec)
 
     def execute(self, t: Target, state: TargetState, gpus: tuple[str, ...],
@@ -209,7 +236,9 @@ class Builder:
                         exist_ok=True)
         log_path = os.path.join(ctx.log_dir, f"{t.name}.log")
         ctx.reporter.emit(ev.TargetStarted(t.name, state.reasons, ctx.estimates.get(t.name)))
-        job = Job(target=t, root=ctx.pipeline.root, log_path=log_path, gpus=gpus,
+        # the modules it imports travel with it to a node without the project's files
+        job_target = replace(t, deps=t.deps + tuple(state.implicit)) if state.implicit else t
+        job = Job(target=job_target, root=ctx.pipeline.root, log_path=log_path, gpus=gpus,
                   env={"MLMAKE_TARGET": t.name, "MLMAKE_ROOT": ctx.pipeline.root},
                   env_spec=ctx.pipeline.envs.get(t.env) if t.env else None,
                   env_digest=state.env, state_dir=ctx.state_dir)

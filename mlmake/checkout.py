@@ -44,16 +44,19 @@ def lock_at(root: str, lock_path: str, rev: str | None) -> tuple[str, Lock]:
 
 
 def checkout(root: str, lock_path: str, rev: str | None, store: Store, hasher: Hasher,
-             targets: set[str] | None, force: bool) -> CheckoutResult:
+             targets: set[str] | None, force: bool, upstream: set[str] | None = None
+             ) -> CheckoutResult:
     """Restore the cached outs recorded in `rev`'s lock; tracked files are never touched.
 
     An out is replaced only when it is missing or its content is in the cache (so nothing
     is lost); anything else is a user edit and refuses the whole checkout (unless `force`)
-    before a single file changes.
+    before a single file changes. `upstream`: names whose outs come along with `targets`
+    where `rev` records them (the targets' upstreams in the current Mlfile).
     """
     sha, old = lock_at(root, lock_path, rev)
+    wanted = None if targets is None else targets | (upstream or set())
     chosen = {n: e for n, e in old.entries.items()
-              if targets is None or n in targets or n.split("@")[0] in targets}
+              if wanted is None or n in wanted or n.split("@")[0] in wanted}
     if targets is not None:
         unknown = {t for t in targets if t not in chosen and
                    not any(n.split("@")[0] == t for n in chosen)}

@@ -22,6 +22,8 @@ def graph_data(graph: Graph, names: set[str], plan: Plan | None = None) -> dict[
             "plots": list(t.plots), "matrix": dict(t.matrix),
             "state": None if st is None else ("stale" if st.stale else "uptodate"),
             "reasons": [r.as_dict() for r in st.reasons] if st else [],
+            "implicit_deps": [{"path": f, "imported_by": by}
+                              for f, by in sorted(st.implicit.items())] if st else [],
         })
     edges = []
     for n in order:

@@ -15,9 +15,10 @@ from mlmake.model import Pipeline, Resources, Target
 from mlmake.tables import NAME_PATTERN, TableParsing
 
 TOP_KEYS = ("project", "target", "remote", "env", "hooks", "endpoint", "schedule")
-PROJECT_KEYS = ("default", "params", "jobs", "executor", "remote", "link", "push", "ray_data")
+PROJECT_KEYS = ("default", "params", "jobs", "executor", "remote", "link", "push", "ray_data",
+                "materialize", "track_imports")
 TARGET_KEYS = ("desc", "cmd", "deps", "params", "outs", "metrics", "plots", "env", "resources",
-               "matrix", "after", "wdir", "cache", "always", "persist")
+               "matrix", "after", "wdir", "cache", "always", "persist", "track_imports")
 EXECUTORS = ("local", "ray")
 LINK_TYPES = ("reflink", "hardlink", "symlink", "copy")
 _NAME = NAME_PATTERN
@@ -175,6 +176,9 @@ class _Parser(TableParsing):
             self.params = params_mod.override(self.params, self.overrides, self.file)
         self.param_keys = params_mod.all_keys(self.params)
 
+        self.track_imports = self.typed(proj.get("track_imports", True), bool,
+                                        "[project] track_imports", "project",
+                                        key="track_imports")
         envs = self.envs(raw.get("env", {}))
         self.env_names = set(envs)
         targets_raw = raw.get("target", {})
@@ -214,6 +218,12 @@ class _Parser(TableParsing):
             if lt not in LINK_TYPES:
                 raise self.fail(f"[project] link: unknown link type '{lt}'; use "
                                 f"{', '.join(LINK_TYPES)}", "project", key="link")
+        materialize = proj.get("materialize", "all")
+        if materialize not in ("all", "requested"):
+            raise self.fail("[project] materialize must be \"all\" (every out of the built "
+                            "targets in the work tree) or \"requested\" (only what the "
+                            "requested targets and the commands that run need)",
+                            "project", key="materialize")
         ray_data = proj.get("ray_data", "auto")
         if ray_data not in ("auto", "shared", "remote"):
             raise self.fail("[project] ray_data must be \"auto\", \"shared\" or \"remote\"",
@@ -232,7 +242,7 @@ class _Parser(TableParsing):
             remote=remote, remotes=remotes, envs=envs, link=link,
             push=bool(self.typed(proj.get("push", False), bool, "[project] push", "project",
                                  key="push")),
-            ray_data=ray_data, hooks=dict(hooks), endpoints=endpoints, schedules=schedules,
+            ray_data=ray_data, lean=materialize == "requested", hooks=dict(hooks), endpoints=endpoints, schedules=schedules,
             variants=variants)
 
     # -- paths ----------------------------------------------------------------------------
@@ -358,7 +368,8 @@ class _Parser(TableParsing):
                                                 f"target '{base}': wdir", *tbl, key="wdir"),
                                      "wdir", False), f"target '{base}': wdir", *tbl, key="wdir")
         flags = {k: self.typed(spec.get(k, d), bool, f"target '{base}': {k}", *tbl, key=k)
-                 for k, d in (("cache", True), ("always", False), ("persist", False))}
+                 for k, d in (("cache", True), ("always", False), ("persist", False),
+                              ("track_imports", self.track_imports))}
         after = tuple(self.str_list(spec.get("after", []), f"target '{base}': after", *tbl,
                                     key="after"))
         return Target(

@@ -40,6 +40,7 @@ class Target:
     cache: bool = True
     always: bool = False
     persist: bool = False
+    track_imports: bool = True  # the project-local modules a Python cmd imports are deps
     matrix: tuple[tuple[str, str], ...] = ()
     line: int | None = None
 
@@ -119,6 +120,7 @@ class Pipeline:
     link: tuple[str, ...] = ("reflink", "hardlink", "copy")
     push: bool = False
     ray_data: str = "auto"
+    lean: bool = False  # [project] materialize = "requested": only needed outs in the work tree
     hooks: dict[str, Any] = field(default_factory=dict)
     endpoints: dict[str, EndpointSpec] = field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
@@ -133,6 +135,7 @@ class Reason:
     subject: str = ""
     old: Any = None
     new: Any = None
+    via: str = ""  # an implicit dep: the file that imports it
 
     def describe(self) -> str:
         """One human line, e.g. `param train.lr: 0.1 → 0.2`."""
@@ -150,11 +153,12 @@ class Reason:
         if k == "outs":
             return "declared outs changed"
         if k == "dep":
+            by = f" (imported by {self.via})" if self.via else ""
             if self.old is None:
-                return f"dep added: {s}"
+                return f"dep added: {s}{by}"
             if self.new is None:
-                return f"dep missing: {s}"
-            return f"dep changed: {s}"
+                return f"dep missing: {s}{by}"
+            return f"dep {s} changed{by}" if by else f"dep changed: {s}"
         if k == "dep-removed":
             return f"dep removed: {s}"
         if k == "param":
@@ -174,6 +178,8 @@ class Reason:
             d["subject"] = self.subject
         if self.kind == "param":
             d["old"], d["new"] = self.old, self.new
+        if self.via:
+            d["imported_by"] = self.via
         return d
 
 

@@ -171,3 +171,71 @@ def override(data: dict[str, Any], overrides: dict[str, Any], file: str = "Mlfil
             node = node[part]
         node[last] = copy.deepcopy(value)
     return out
+
+
+def write_overrides(root: str, files: tuple[str, ...], overrides: dict[str, Any],
+                    mlfile: str = "Mlfile") -> list[str]:
+    """Write each dotted key of `overrides` into the params file that defines it (the last
+    of `files` to, as later files win), in that file's own format with every other key and,
+    for TOML, its comments and layout kept. Each file is replaced by rename, so a symlink
+    in its place is replaced rather than written through. Returns the files changed.
+
+    This is how a run with overrides makes them visible to a command that reads the params
+    file itself, not only to `${}` substitution: the target key then covers what it saw.
+    """
+    by_file: dict[str, dict[str, Any]] = {}
+    loaded = {rel: load_file(os.path.join(root, rel), rel, mlfile) for rel in files}
+    for dotted, value in overrides.items():
+        owner = None
+        for rel in files:
+            try:
+                lookup(loaded[rel], dotted)
+            except KeyError:
+                continue
+            owner = rel
+        if owner is None:
+            raise MlfileError(f"cannot override param '{dotted}': no params file defines it.",
+                              mlfile)
+        by_file.setdefault(owner, {})[dotted] = value
+    for rel, values in by_file.items():
+        path = os.path.join(root, rel)
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8")
+        new = _rewrite(text, os.path.splitext(rel)[1].lower(), values)
+        from mlmake.atomic import atomic_write
+
+        atomic_write(path, new.encode("utf-8"))
+    return sorted(by_file)
+
+
+def _rewrite(text: str, ext: str, values: dict[str, Any]) -> str:
+    if ext == ".toml":
+        import tomlkit
+
+        doc = tomlkit.parse(text)
+        for dotted, value in values.items():
+            *parents, last = dotted.split(".")
+            node: Any = doc
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        return tomlkit.dumps(doc)
+    data = json.loads(text) if ext == ".json" else _yaml_load(text)
+    for dotted, value in values.items():
+        *parents, last = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    if ext == ".json":
+        indent = re.search(r"\n([ \t]+)\S", text)
+        return json.dumps(data, indent=indent.group(1) if indent else None) + "\n"
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+
+def _yaml_load(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text) or {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import os
@@ -15,10 +15,18 @@ from mlmake.hashing import Entry, Hasher, is_glob, target_key, tree_digest
 from mlmake.lockfile import Lock, LockEntry
 from mlmake.model import Pipeline, Reason, Target
 
+# Reasons that a restore from the cache fixes: the target's key still matches its lock entry,
+# only the work tree lost or changed its outs. Every other reason makes the target run.
+RESTORE_KINDS = frozenset({"out-missing", "out-modified"})
+
 
 @dataclass(frozen=True)
 class TargetState:
-    """A target's inputs as they are now, its key (None if a dep is missing) and reasons."""
+    """A target's inputs as they are now, its key (None if a dep is missing) and reasons.
+
+    `absent`: outs deliberately left out of the work tree (lean mode), which are neither
+    stale nor present.
+    """
 
     name: str
     key: str | None
@@ -26,10 +34,19 @@ class TargetState:
     params: dict[str, Any]
     env: str | None
     reasons: tuple[Reason, ...] = ()
+    absent: tuple[str, ...] = ()
+    implicit: dict[str, str] = field(default_factory=dict)  # imported file → its importer
 
     @property
     def stale(self) -> bool:
+        """Something must happen to this target: it runs, or its outs are restored."""
         return bool(self.reasons)
+
+    @property
+    def must_run(self) -> bool:
+        """Its command must run (or its key be found in the run cache): a reason other than
+        the work tree's copy of its outs."""
+        return any(r.kind not in RESTORE_KINDS for r in self.reasons)
 
     def entry(self, cmd: str, outs: dict[str, dict[str, Any]]) -> LockEntry:
         """The lock entry recording this state with the outs just produced."""
@@ -41,28 +58,67 @@ class TargetState:
 
 @dataclass
 class Plan:
-    """The selected targets in build order with their state."""
+    """The selected targets in build order with their state.
+
+    `actions` (a dry run's prediction): target → "run", or "restore" with where from
+    ("restore" for the local cache, "restore:NAME" for remote NAME).
+    """
 
     order: list[str]
     states: dict[str, TargetState] = field(default_factory=dict)
+    lean: bool = False
+    actions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # imports that could not be followed
 
     @property
     def stale(self) -> list[str]:
         return [n for n in self.order if self.states[n].stale]
+
+    @property
+    def to_run(self) -> list[str]:
+        """Stale targets whose command must run (or whose key the run cache may hold)."""
+        return [n for n in self.order if self.states[n].must_run]
+
+    @property
+    def to_restore(self) -> list[str]:
+        """Targets whose key matches the lock but whose outs are missing or modified."""
+        return [n for n in self.order if self.states[n].stale and not self.states[n].must_run]
+
+    @property
+    def not_materialized(self) -> dict[str, tuple[str, ...]]:
+        """Lean mode: outs deliberately left out of the work tree, per target."""
+        return {n: self.states[n].absent for n in self.order if self.states[n].absent}
 
 
 class Checker:
     """Computes target states against the lock; shared by planning and by the scheduler."""
 
     def __init__(self, pipeline: Pipeline, graph: Graph, lock: Lock, hasher: Hasher,
-                 store: Any = None) -> None:
+                 store: Any = None, imports_cache: str | None = None) -> None:
+        from mlmake.imports import Tracker
+
         self.pipeline = pipeline
         self.graph = graph
         self.lock = lock
         self.entries: dict[str, LockEntry] = lock.entries
         self.hasher = hasher
         self.store = store
+        self.imports = Tracker(hasher.root, hasher.path, imports_cache)
         self._env_digests: dict[str, str] = {}
+        self._implicit: dict[str, dict[str, str]] = {}
+
+    def implicit(self, t: Target) -> dict[str, str]:
+        """The project files `t`'s Python command imports and are not declared deps
+        (file → the file importing it); {} with `track_imports = false`."""
+        if not t.track_imports:
+            return {}
+        if t.name not in self._implicit:
+            found = self.imports.implicit(t, self.pipeline.root)
+            declared = set(t.deps)
+            self._implicit[t.name] = {f: by for f, by in sorted(found.items())
+                                      if f not in declared and not any(
+                                          f.startswith(d + "/") for d in declared)}
+        return self._implicit[t.name]
 
     def dep_hash(self, t: Target, dep: str) -> str | None:
         """A dep's hash; deps produced by other targets are hashed from their recorded outs
@@ -137,6 +193,11 @@ class Checker:
               ) -> TargetState:
         """The target's state now: key from current inputs, reasons against its lock entry."""
         deps = {d: self.dep_hash(t, d) for d in t.deps}
+        implicit = self.implicit(t)
+        for f in implicit:
+            h = self.hasher.path(f)
+            if h is not None:
+                deps[f] = h
         values = params_mod.select(self.pipeline.params, t.params)
         env = self.env_digest(t.env)
         key = None if any(v is None for v in deps.values()) else \
@@ -151,13 +212,13 @@ class Checker:
             reasons.append(Reason("new"))
             reasons += [Reason("dep", d, None, None) for d, v in deps.items() if v is None]
         elif key != old.key:
-            reasons += _diff(t, old, deps, values, env)
+            reasons += _diff(t, old, deps, values, env, implicit)
             if len(reasons) == (force + t.always):
                 reasons.append(Reason("cmd"))  # the key format changed: say something
         if old is not None:
             reasons += self.out_reasons(t, old)
         reasons += [Reason("upstream", u) for u in upstream]
-        return TargetState(t.name, key, deps, values, env, tuple(reasons))
+        return TargetState(t.name, key, deps, values, env, tuple(reasons), implicit=implicit)
 
     def out_reasons(self, t: Target, old: LockEntry) -> list[Reason]:
         reasons = []
@@ -171,45 +232,51 @@ class Checker:
         return reasons
 
     def plan(self, names: set[str], force: bool = False,
-             requested: set[str] | None = None) -> Plan:
-        """States of `names` in build order; stale upstreams make their dependents stale.
+             requested: set[str] | None = None, lean: bool = False) -> Plan:
+        """States of `names` in build order.
 
-        An intermediate target (not in `requested`) whose only problem is that its outs are
-        not in the work tree is not stale while nothing downstream needs them, like make's
-        intermediate files: its recorded outs still define its dependents' keys.
+        A target that must run makes its dependents stale (`upstream`); one whose outs only
+        need restoring does not, since its recorded outs, not the work tree's copies, define
+        its dependents' keys. In `lean` mode a target that was not requested and whose outs
+        are merely absent is not stale while no target that must run reads them (Bazel's
+        build without the bytes): its outs are reported as `absent`, never as fresh.
         """
         order = self.graph.order(names)
         self.prefetch(order)
-        own = {n: self.state(self.graph.targets[n], force) for n in order}
-        benign = self._intermediates(order, names, own, requested)
-        plan = Plan(order)
+        plan = Plan(order, lean=lean)
+        running: set[str] = set()
         for n in order:
-            st = own[n]
-            if n in benign:
-                st = TargetState(n, st.key, st.deps, st.params, st.env, ())
-            ups = tuple(sorted(u for u in self.graph.data_up[n]
-                               if u in plan.states and plan.states[u].stale))
+            st = self.state(self.graph.targets[n], force)
+            ups = tuple(sorted(u for u in self.graph.data_up[n] if u in running))
             if ups:
-                st = TargetState(n, st.key, st.deps, st.params, st.env,
-                                 st.reasons + tuple(Reason("upstream", u) for u in ups))
+                st = replace(st, reasons=st.reasons + tuple(Reason("upstream", u) for u in ups))
+            if st.must_run:
+                running.add(n)
             plan.states[n] = st
+        if lean:
+            self._leave_out(plan, running, requested if requested is not None else set(names))
+        seen: set[str] = set()
+        for n in order:
+            t = self.graph.targets[n]
+            if t.track_imports:
+                for line in self.imports.notes(t, self.pipeline.root):
+                    if line not in seen:
+                        seen.add(line)
+                        plan.notes.append(line)
         return plan
 
-    def _intermediates(self, order: list[str], names: set[str], own: dict[str, TargetState],
-                       requested: set[str] | None) -> set[str]:
-        if requested is None:
-            return set()
-        benign: set[str] = set()
-        for n in reversed(order):
-            st = own[n]
-            if n in requested or not st.reasons or \
-                    any(r.kind != "out-missing" for r in st.reasons):
+    def _leave_out(self, plan: Plan, running: set[str], requested: set[str]) -> None:
+        """Lean mode: drop the out-missing reasons of targets whose outs nothing needs."""
+        needed = set(requested)
+        for n in running:
+            needed |= self.graph.data_up[n]
+        for n in plan.order:
+            st = plan.states[n]
+            if n in needed or not st.reasons or st.must_run or self.graph.targets[n].metrics:
                 continue
-            if self.graph.targets[n].metrics:
-                continue
-            if all(not own[d].stale or d in benign for d in self.graph.down[n] if d in names):
-                benign.add(n)
-        return benign
+            if all(r.kind == "out-missing" for r in st.reasons):
+                plan.states[n] = replace(st, reasons=(),
+                                         absent=tuple(r.subject for r in st.reasons))
 
     def prefetch(self, order: list[str]) -> None:
         """Stat-sign every directory the check will hash (deps nobody produces and outs) in
@@ -223,10 +290,11 @@ class Checker:
         self.hasher.prefetch(paths)
 
     def lookahead(self, names: set[str], requested: set[str], runcache: Any,
-                  force: bool) -> "Lookahead":
+                  force: bool, lean: bool = False) -> "Lookahead":
         """Predict, without running anything, which stale targets the run cache can serve and
-        which must run; a target's outs are `needed` when it was asked for or when a target
-        that must run reads them. Recorded outs stand in for unbuilt upstream outs."""
+        which must run. Every target's outs are `needed` in the work tree, except in `lean`
+        mode, where only those asked for and those a target that must run reads are.
+        Recorded outs stand in for unbuilt upstream outs."""
         saved = self.entries
         self.entries = dict(saved)
         try:
@@ -250,9 +318,12 @@ class Checker:
                 else:
                     reusable[n] = recs
                     self.entries[n] = st.entry(t.cmd, recs)
-            needed = set(requested)
-            for n in must_run:
-                needed |= self.graph.data_up[n]
+            if lean:
+                needed = set(requested)
+                for n in must_run:
+                    needed |= self.graph.data_up[n]
+            else:
+                needed = set(order)
             return Lookahead(states, reusable, must_run, needed)
         finally:
             self.entries = saved
@@ -288,7 +359,7 @@ class Checker:
 
 
 def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[str, Any],
-          env: str | None) -> list[Reason]:
+          env: str | None, implicit: dict[str, str]) -> list[Reason]:
     reasons: list[Reason] = []
     if t.cmd != old.cmd and not _only_params_differ(old.cmd, t.cmd, old.params, values):
         reasons.append(Reason("cmd", t.cmd, old.cmd, t.cmd))
@@ -300,7 +371,10 @@ def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[s
     for d in t.deps:
         if deps[d] != old.deps.get(d):
             reasons.append(Reason("dep", d, old.deps.get(d), deps[d]))
-    for d in sorted(set(old.deps) - set(t.deps)):
+    for f, by in implicit.items():
+        if f in deps and deps[f] != old.deps.get(f):
+            reasons.append(Reason("dep", f, old.deps.get(f), deps[f], via=by))
+    for d in sorted(set(old.deps) - set(deps)):
         reasons.append(Reason("dep-removed", d))
     if set(t.all_outs) != set(old.outs):
         reasons.append(Reason("outs", ", ".join(sorted(set(t.all_outs) ^ set(old.outs)))))

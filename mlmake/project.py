@@ -69,18 +69,16 @@ class Project:
     """An mlmake project: an Mlfile, its lock, and the state directory beside them."""
 
     def __init__(self, path: str = ".", mlfile: str | None = None, *,
-                 shared_state: str | None = None,
-                 param_overrides: dict[str, Any] | None = None) -> None:
+                 shared_state: str | None = None) -> None:
         """`shared_state`: another project's .mlmake/ whose object store, run cache, run
         records and logs this one uses (a triggered run's worktree); its lock file and stat
-        cache stay its own. `param_overrides`: dotted params keys → values that replace the
-        params files' values, without editing any file."""
+        cache stay its own."""
         self.mlfile_path = find_mlfile(path, mlfile)
         self.root = os.path.dirname(self.mlfile_path)
         self.lock_path = self.mlfile_path + ".lock"
         self.state_dir = os.path.join(self.root, STATE_DIR)
         self.shared_state = shared_state
-        self.param_overrides = dict(param_overrides or {})
+        self.param_overrides: dict[str, Any] = {}  # written by set_params, for run records
         self._pipeline: Pipeline | None = None
         self._graph: Graph | None = None
         self._runners: set[Any] = set()
@@ -90,7 +88,7 @@ class Project:
     @property
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            self._pipeline = mlfile_mod.load(self.mlfile_path, self.param_overrides or None)
+            self._pipeline = mlfile_mod.load(self.mlfile_path)
         return self._pipeline
 
     @property
@@ -98,6 +96,22 @@ class Project:
         if self._graph is None:
             self._graph = Graph.build(self.pipeline)
         return self._graph
+
+    def set_params(self, overrides: dict[str, Any]) -> list[str]:
+        """Write dotted param values into this checkout's params files (their own format,
+        other keys untouched), so commands that read the files and `${}` both see them and
+        every target key covers them; the build records them as its params. Meant for an
+        isolated worktree (a triggered run): the user's files are the user's. Returns the
+        files changed."""
+        from mlmake import params as params_mod
+
+        if not overrides:
+            return []
+        changed = params_mod.write_overrides(self.root, self.pipeline.params_files,
+                                             overrides, os.path.basename(self.mlfile_path))
+        self.param_overrides = dict(overrides)
+        self._pipeline = self._graph = None
+        return changed
 
     def state_path(self, *parts: str) -> str:
         """A path inside .mlmake/, creating the directory (which ignores itself in Git)."""
@@ -128,7 +142,7 @@ class Project:
         stats = StatCache(self.state_path("statcache"))
         hasher = Hasher(self.root, stats)
         return Checker(self.pipeline, self.graph, lock or Lock.read(self.lock_path), hasher,
-                       self.store(stats))
+                       self.store(stats), self.state_path("imports.json"))
 
     def store(self, stats: StatCache | None = None) -> Store:
         """The local object store (outs linked into this project's work tree)."""
@@ -144,15 +158,20 @@ class Project:
         return RunStore(self.shared_path("runs.db"))
 
     # -- queries ----------------------------------------------------------------------------
-    def status(self, targets: tuple[str, ...] | list[str] = ()) -> Plan:
-        """Every selected target's state and, for stale ones, why."""
+    def status(self, targets: tuple[str, ...] | list[str] = (), lean: bool | None = None
+               ) -> Plan:
+        """Every selected target's state and, for stale ones, why. `lean` (default:
+        [project] materialize = "requested"): outs that nothing needs may be absent."""
         requested = self.requested(targets)
         names = self.graph.upstream_closure(requested)
         self.graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path))
         checker = self._checker()
-        plan = checker.plan(names, requested=requested)
+        plan = checker.plan(names, requested=requested, lean=self._lean(lean))
         checker.hasher.cache.save()
         return plan
+
+    def _lean(self, lean: bool | None) -> bool:
+        return self.pipeline.lean if lean is None else lean
 
     def graph_data(self, targets: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
         """The DAG of the selection (default: every target) as nodes with their state and
@@ -186,23 +205,28 @@ class Project:
             wait: bool = True, trigger: str = "cli",
             executor_options: dict[str, Any] | None = None,
             build_id: str | None = None, use_remote: bool = True,
-            push: bool | None = None, remote: str | None = None) -> BuildResult:
+            push: bool | None = None, remote: str | None = None,
+            lean: bool | None = None) -> BuildResult:
         """Bring the selected targets up to date; failures are outcomes, not exceptions.
 
         `build_id` names the build in the run records (default: a new time-based id); a
         build recorded beforehand as queued under that id keeps its params and endpoint.
         `use_remote`: look stale targets up in the remote `remote` (default: the configured
         one) after the local run cache; `push`: upload each result as it succeeds (default:
-        [project] push).
+        [project] push). After a successful build every out of every selected target is
+        in the work tree with the bytes its lock entry records; `lean` (default: [project]
+        materialize = "requested") links only the outs that the requested targets and the
+        commands that run need, and leaves the others absent.
         """
         reporter = reporter or ev.NullReporter()
         pipeline, graph = self.pipeline, self.graph
         requested = self.requested(targets)
         names = graph.upstream_closure(requested)
         graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path))
+        lean = self._lean(lean)
         if dry_run:
-            plan = self._checker().plan(names, force, requested=requested)
-            return BuildResult("dry-run", plan=plan)
+            return BuildResult("dry-run", plan=self._dry_run(names, requested, force, lean,
+                                                             use_remote, remote))
         link = self._remote_link(use_remote, push, remote)
         exec_name = executor or pipeline.executor
         options = dict(executor_options or {})
@@ -220,10 +244,40 @@ class Project:
             njobs = jobs or pipeline.jobs or max(1, int(cap.cpus))
             with self._project_lock(wait, reporter):
                 return self._build(names, requested, runner, cap, njobs, keep_going, force,
-                                   reporter, trigger, build_id, link)
+                                   reporter, trigger, build_id, link, lean)
         finally:
             self._runners.discard(runner)
             runner.close()
+
+    def _dry_run(self, names: set[str], requested: set[str], force: bool, lean: bool,
+                 use_remote: bool, remote: str | None) -> Plan:
+        """The plan of a build that runs nothing, with each stale target's predicted action
+        (run, or restore from the cache or the remote) from the same lookahead a build uses."""
+        checker = self._checker()
+        plan = checker.plan(names, force, requested=requested, lean=lean)
+        link = self._remote_link(use_remote, False, remote)
+        runcache: Any = self.runcache
+        session = link(checker.store, runcache, ev.NullReporter()) if link else None
+        try:
+            if session is not None:
+                session.prefetch(checker.entries[n] for n in plan.order
+                                 if n in checker.entries)
+                runcache = session
+            la = checker.lookahead(names, requested, runcache, force, lean)
+            for n in plan.stale:
+                if n in la.must_run:
+                    plan.actions[n] = "run"
+                elif n in la.reusable:
+                    local = not any(checker.store.missing(r) for r in la.reusable[n].values())
+                    plan.actions[n] = "restore" if local or session is None else \
+                        f"restore:{session.name}"
+                else:
+                    plan.actions[n] = "run"
+        finally:
+            if session is not None:
+                session.close()
+            checker.hasher.cache.save()
+        return plan
 
     def _ray_data_plane(self, remote: str | None) -> dict[str, Any]:
         """How Ray tasks reach data: [project] ray_data, and the project's store, hasher and
@@ -246,7 +300,8 @@ class Project:
     def _build(self, names: set[str], requested: set[str], runner: Any, cap: Capacity,
                jobs: int,
                keep_going: bool, force: bool, reporter: ev.Reporter, trigger: str,
-               build_id: str | None = None, link: Any = None) -> BuildResult:
+               build_id: str | None = None, link: Any = None, lean: bool = False
+               ) -> BuildResult:
         from mlmake import git
         from mlmake.build import BuildContext, Builder
         from mlmake.scheduler import Scheduler
@@ -262,7 +317,7 @@ class Project:
         if session is not None:  # the remote's run cache after the local one
             session.prefetch(lock.entries[n] for n in order if n in lock.entries)
             runcache = session
-        lookahead = checker.lookahead(names, requested, runcache, force)
+        lookahead = checker.lookahead(names, requested, runcache, force, lean)
         if runner.name == "local":  # no Docker engine, no interpreter: exit 2, nothing runs
             from mlmake import envs  # (a Ray worker prepares envs on its own node)
 
@@ -352,9 +407,35 @@ class Project:
         checker = self._checker()
         with self._project_lock(True, ev.NullReporter()):
             result = checkout(self.root, self.lock_path, rev, checker.store, checker.hasher,
-                              set(targets) if targets else None, force)
+                              set(targets) if targets else None, force,
+                              self._closure_names(targets, strict=False))
             checker.hasher.cache.save()
         return result
+
+    def _closure_names(self, targets: tuple[str, ...] | list[str], strict: bool = True
+                       ) -> set[str] | None:
+        """The named targets and their upstreams (so a checkout, pull or push of a target
+        carries everything it was built from); None: all. Not `strict`: a name that only an
+        old commit knows is kept for that commit's lock to decide."""
+        if not targets:
+            return None
+        if strict:
+            return self.select(targets)
+        names = set(targets)
+        try:
+            names |= self.select(targets)
+        except MlmakeError:
+            pass
+        return names
+
+    def get_object(self, oid: str, dest: str) -> None:
+        """Write the object `oid` (a file, or a directory by its tree hash) to `dest`: how a
+        hand-edited out that a build replaced comes back."""
+        from mlmake.store import MANIFEST_SUFFIX
+
+        store = self.store()
+        kind = "dir" if store.has(oid + MANIFEST_SUFFIX) else "file"
+        store.export({"hash": oid, "type": kind}, dest)
 
     def get(self, rev: str, path: str, dest: str) -> str:
         """Export `path` as recorded at `rev` to `dest` (a copy, never a link)."""
@@ -464,7 +545,7 @@ class Project:
         keep nothing in the cache, so they are left out."""
         from mlmake import sync
 
-        names = self.requested(targets) if targets else None
+        names = self._closure_names(targets)
         g = self.graph
         return [(n, e) for n, e in sync.lock_entries(self.lock_path, names, all_commits,
                                                      self.root)
@@ -479,7 +560,7 @@ class Project:
         from mlmake.checkout import checkout
 
         r = self._needs_remote(remote, jobs)
-        names = self.requested(targets) if targets else None
+        names = self._closure_names(targets)
         try:
             with self._project_lock(True, ev.NullReporter()):
                 checker = self._checker()

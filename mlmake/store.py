@@ -32,8 +32,9 @@ class CorruptObjectError(StoreError):
         self.out = out
         super().__init__(
             f"the cached copy of '{out}' is corrupt (object {oid[:12]}… hashes to "
-            f"{found[:12]}…); it was removed from the cache and nothing was linked. Rebuild "
-            "it with `mlmake -B TARGET`, or fetch it again with `mlmake pull`.")
+            f"{found[:12]}…); it was taken out of the cache under that name and nothing "
+            "was linked. Rebuild it with `mlmake -B TARGET`, or fetch it again with "
+            "`mlmake pull`.")
 
 
 class MissingObjectError(StoreError):
@@ -89,7 +90,7 @@ class Store:
             return st
         found = hash_file(path)
         if found != oid:
-            self.remove(oid)
+            self._set_aside(oid, found)
             raise CorruptObjectError(oid, out or oid, found)
         self.stats.put(key, st, oid, self.stats_now())
         return st
@@ -159,6 +160,38 @@ class Store:
             self.remove(tree_oid + MANIFEST_SUFFIX)
             raise CorruptObjectError(tree_oid + MANIFEST_SUFFIX, tree_oid, found)
         return entries
+
+    def _set_aside(self, oid: str, found: str) -> None:
+        """Take a corrupt object out from under its name; its bytes are kept as the object
+        they really are (often an edit written through a hard link: the user's only copy)."""
+        path = self.object_path(oid)
+        if len(found) != len(oid) or self.has(found):
+            self.remove(oid)
+            return
+        self._mkdir(os.path.dirname(self.object_path(found)))
+        try:
+            os.replace(path, self.object_path(found))
+        except OSError:
+            self.remove(oid)
+
+    def keep(self, out: str) -> str:
+        """Put the work tree's current content of `out` into the store (files moved in by
+        a hard link where possible, a manifest for a directory) without changing the work
+        tree; returns its hash. Used before an edited out is replaced."""
+        from mlmake.hashing import Hasher
+
+        full = os.path.join(self.root, out)
+        hasher = Hasher(self.root, self.stats)
+        if os.path.isdir(full):
+            digest, entries = hasher.tree(out, manifest=True)
+            for e in entries:
+                self.add_file(os.path.join(full, e.path), e.hash, e.executable)
+            self.add_manifest(entries)
+            return digest
+        st = os.stat(full)
+        oid = hasher.file(out, st)
+        self.add_file(full, oid, bool(st.st_mode & 0o111))
+        return oid
 
     def remove(self, oid: str) -> None:
         try:

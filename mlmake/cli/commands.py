@@ -33,6 +33,10 @@ def run_options(f: Any) -> Any:
         click.option("--push", is_flag=True, help="Push each result to the remote as it is built."),
         click.option("--no-wait", is_flag=True,
                      help="Fail at once if another mlmake run holds the project."),
+        click.option("--lean", is_flag=True, default=None,
+                     help="Link only the outs that the requested targets and the commands "
+                          "that run need; leave the others absent ([project] materialize = "
+                          "\"requested\")."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -45,14 +49,16 @@ def run_options(f: Any) -> Any:
 @pass_ctx
 def run_cmd(g: Ctx, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
             keep_going: bool, force: bool, executor: str | None, address: str | None,
-            no_remote: bool, push: bool, no_wait: bool) -> int:
+            no_remote: bool, push: bool, no_wait: bool, lean: bool | None) -> int:
     """Build TARGETS (default: [project] default, else every final target)."""
     project = g.project()
     options: dict[str, Any] = {}
     if address:
         options["address"] = address
+    lean = lean or None
     if dry_run:
-        result = project.run(targets, force=force, dry_run=True)
+        result = project.run(targets, force=force, dry_run=True, lean=lean,
+                             use_remote=not no_remote)
         _print_plan(result.plan, dry=True)
         return 0
     reporter = reporter_for(g)
@@ -60,7 +66,7 @@ def run_cmd(g: Ctx, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
         result = project.run(targets, jobs=jobs, keep_going=keep_going, force=force,
                              executor=executor, reporter=reporter, wait=not no_wait,
                              executor_options=options, use_remote=not no_remote,
-                             push=push or None)
+                             push=push or None, lean=lean)
     finally:
         if hasattr(reporter, "close"):
             reporter.close()
@@ -68,34 +74,73 @@ def run_cmd(g: Ctx, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
 
 
 def _print_plan(plan: Any, dry: bool) -> None:
-    stale = plan.stale
-    if not stale:
+    """Stale targets with their reasons: those that run, then those only restored from the
+    cache (outs missing or edited by hand); in lean mode, the outs deliberately absent."""
+    absent = plan.not_materialized
+    if not plan.stale:
         click.echo("everything is up to date")
+        for n, outs in absent.items():
+            click.echo(f"not materialized (lean): {n}: {', '.join(outs)}")
         return
-    verb = "would run" if dry else "stale"
-    for n in stale:
-        reasons = plan.states[n].reasons
+    for n in plan.stale:
+        st = plan.states[n]
+        if dry:
+            action = plan.actions.get(n, "run" if st.must_run else "restore")
+            verb = "would run" if action == "run" else "would restore" + (
+                f" (from remote {action.split(':', 1)[1]})" if ":" in action else "")
+        elif st.must_run:
+            verb = "stale"
+        elif all(r.kind == "out-missing" for r in st.reasons):
+            verb = "not materialized"
+        else:
+            verb = "modified"
         click.echo(f"{verb}: {n}")
-        for r in reasons:
+        for r in st.reasons:
             click.echo(f"    {r.describe()}")
-    click.echo(f"{len(stale)} of {len(plan.order)} targets {'would run' if dry else 'stale'}")
+    if not dry:
+        for n, outs in absent.items():
+            click.echo(f"not materialized (lean): {n}: {', '.join(outs)}")
+    run = plan.to_run if not dry else [n for n in plan.stale if plan.actions.get(n) == "run"]
+    restore = [n for n in plan.stale if n not in run]
+    parts = []
+    if run:
+        parts.append(f"{len(run)} of {len(plan.order)} targets "
+                     f"{'would run' if dry else 'stale'}")
+    if restore:
+        parts.append(f"{len(restore)} {'would be restored' if dry else 'to restore'} from "
+                     "the cache with nothing run")
+    click.echo(", ".join(parts))
+    if restore and not dry:
+        click.echo("  (their outs are recorded in Mlfile.lock but missing or edited in the work "
+                   "tree: `mlmake` or `mlmake checkout` restores them, `mlmake pull` fetches "
+                   "them from the remote first)")
 
 
 @command("status")
 @click.argument("targets", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print the states as JSON.")
+@click.option("--lean", is_flag=True, default=None,
+              help="Outs that nothing needs may be absent (as after `mlmake --lean`).")
 @pass_ctx
-def status_cmd(g: Ctx, targets: tuple[str, ...], as_json: bool) -> int:
+def status_cmd(g: Ctx, targets: tuple[str, ...], as_json: bool, lean: bool | None) -> int:
     """Say which targets are stale and why (exit 1 when any is)."""
-    plan = g.project().status(targets)
+    plan = g.project().status(targets, lean=lean or None)
     if as_json:
-        data = {"stale": plan.stale, "targets": {
-            n: {"stale": plan.states[n].stale, "key": plan.states[n].key,
-                "reasons": [r.as_dict() for r in plan.states[n].reasons]}
-            for n in plan.order}}
+        data = {"stale": plan.stale, "run": plan.to_run, "restore": plan.to_restore,
+                "not_materialized": {n: list(v) for n, v in plan.not_materialized.items()},
+                "targets": {
+                    n: {"stale": plan.states[n].stale, "key": plan.states[n].key,
+                        "action": ("run" if plan.states[n].must_run else "restore")
+                        if plan.states[n].stale else None,
+                        "not_materialized": list(plan.states[n].absent),
+                        "reasons": [r.as_dict() for r in plan.states[n].reasons]}
+                    for n in plan.order}}
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     elif not g.quiet:
         _print_plan(plan, dry=False)
+        if g.verbose:
+            for line in plan.notes:
+                click.echo(f"note: {line}")
     return 1 if plan.stale else 0
 
 

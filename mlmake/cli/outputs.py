@@ -40,13 +40,25 @@ def checkout_cmd(g: Ctx, rev: str | None, targets: tuple[str, ...], force: bool)
 
 
 @command("get")
-@click.argument("rev")
-@click.argument("path")
+@click.argument("rev", required=False)
+@click.argument("path", required=False)
 @click.option("-o", "--out", "dest", required=True, metavar="DEST",
               help="Where to write the file or directory.")
+@click.option("--object", "oid", metavar="HASH", default=None,
+              help="Write the cache object HASH instead (e.g. a hand-edited out that a build "
+                   "kept before restoring the recorded version).")
 @pass_ctx
-def get_cmd(g: Ctx, rev: str, path: str, dest: str) -> int:
+def get_cmd(g: Ctx, rev: str | None, path: str | None, dest: str, oid: str | None) -> int:
     """Export PATH as it was at REV to DEST (an output from the cache or a tracked file)."""
+    if oid is not None:
+        if rev or path:
+            raise click.UsageError("give either REV PATH or --object HASH, not both.")
+        g.project().get_object(oid, dest)
+        if not g.quiet:
+            click.echo(f"wrote {dest} (object {oid[:12]}… from the cache)")
+        return 0
+    if not rev or not path:
+        raise click.UsageError("give REV and PATH (or --object HASH).")
     source = g.project().get(rev, path, dest)
     if not g.quiet:
         click.echo(f"wrote {dest} ({path} at {rev}, from {source})")

@@ -62,7 +62,8 @@ class PlainReporter:
         elif o.status == "reused":
             if not self.quiet:
                 src = f" (remote {o.source})" if o.source and o.source != "local" else ""
-                self._print(f"↺ {o.target} reused{src}")
+                verb = "restored" if o.message == "restored" else "reused"
+                self._print(f"↺ {o.target} {verb}{src}")
         elif o.status == "failed":
             log = f" — log: {o.log}" if o.log else ""
             self._print(f"✗ {o.target} failed: {o.message or 'error'}{log}", err=True)

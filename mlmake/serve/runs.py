@@ -367,12 +367,13 @@ class Runner:
             rel = os.path.relpath(self.project.root, self.repo_root)  # type: ignore[arg-type]
             root = os.path.normpath(os.path.join(wt, rel))
             wp = Project(root, os.path.basename(self.project.mlfile_path),
-                         shared_state=self.state, param_overrides=req.params)
+                         shared_state=self.state)
             _seed_stat_cache(self.project, wp)
             active.project = wp
             if self._stopping:
                 wp.cancel()
             link_untracked(wp, self.project.root, req.targets)
+            wp.set_params(req.params)  # the command reads what the key covers
             wp.run(req.targets, trigger=req.trigger, build_id=req.id, reporter=rep)
         except MlmakeError as exc:
             runs.update_build(req.id, status="failed", finished=time.time(), message=str(exc))

@@ -150,17 +150,34 @@ def test_a_fresh_clone_builds_nothing_and_gets_identical_outputs(built, remote, 
     r = mate.mlmake()
     assert r.code == 0, r.text
     assert mate.executed() == []
-    assert "↺ train reused (remote team)" in r.out
+    assert "↺ train restored (remote team)" in r.out
     assert (mate.path / "model.bin").read_bytes() == (built.path / "model.bin").read_bytes()
     assert mate.mlmake("status").code == 0
-    # `prepare` is an intermediate nothing needed in the work tree: recorded, not downloaded
-    assert not mate.exists("prep")
+    # the upstream outs come along, as `dvc pull` brings them
+    assert outs(mate) == outs(built)
     r = mate.mlmake("pull")
     assert r.code == 0, r.text
     assert outs(mate) == outs(built)
     assert os.access(mate.path / "prep" / "run.sh", os.X_OK)
     assert mate.mlmake("status").code == 0
     assert mate.executed() == []
+
+
+def test_a_fresh_clone_says_what_is_not_materialized_and_dry_run_names_the_remote(
+        built, remote, tmp_path):
+    mate = clone(built, tmp_path / "mate")
+    r = mate.mlmake("status")
+    assert r.code == 1 and "not materialized: prepare" in r.out and "stale:" not in r.out
+    assert "mlmake pull" in r.out
+    r = mate.mlmake("-n")
+    assert r.code == 0, r.text
+    assert "would restore (from remote team): prepare" in r.out
+    assert "would restore (from remote team): train" in r.out and "would run" not in r.out
+    assert not any((mate.path / ".mlmake" / "cache").rglob("*.txt"))  # nothing downloaded
+    assert outs(mate) == {"metrics.json": (built.path / "metrics.json").read_bytes()}
+    r = mate.mlmake()
+    assert r.code == 0 and mate.executed() == [] and outs(mate) == outs(built)
+    assert mate.mlmake("status").code == 0
 
 
 def test_two_clones_pushing_at_once_both_succeed_and_leave_nothing_partial(built, remote,
@@ -300,7 +317,7 @@ def test_the_remote_run_cache_serves_a_stale_key_and_downloads_only_what_is_need
     repo.commit("lr 0.2")
     mate = clone(repo, tmp_path / "mate")
     mate.write({"params.toml": "[train]\nlr = 0.1\n"})  # stale against the lock; the remote
-    r = mate.mlmake()                                  # run cache has this key
+    r = mate.mlmake("--lean")                          # run cache has this key
     assert r.code == 0, r.text
     assert "↺ train reused (remote team)" in r.out and mate.executed() == []
     assert (mate.path / "model.bin").read_bytes() == first
@@ -308,6 +325,9 @@ def test_the_remote_run_cache_serves_a_stale_key_and_downloads_only_what_is_need
     prep_files = _lock(repo)["prepare"]["outs"]["prep"]["files"]
     cached = [p for p in (mate.path / ".mlmake" / "cache").rglob("*") if p.is_file()]
     assert len(cached) < prep_files
+    assert mate.mlmake("status", "--lean").code == 0
+    r = mate.mlmake()  # by default the upstream's outs come too, with nothing run
+    assert r.code == 0 and mate.executed() == [] and mate.exists("prep")
     r = mate.mlmake("--no-remote", "-B", "train")
     assert r.code == 0 and "train" in mate.executed()
 

@@ -260,7 +260,7 @@ def test_gc_keeps_what_locks_reference(repo2):
     assert repo2.mlmake("checkout", "HEAD~2").code == 1  # no longer in the cache
 
 
-def test_intermediate_outputs_are_not_restored_when_nothing_needs_them(repo2):
+def test_every_out_of_the_closure_is_restored_by_default(repo2):
     git_history(repo2)
     # a fresh checkout of the same commit with an empty work tree but a full cache
     shutil.rmtree(repo2.path / "prep")
@@ -268,9 +268,22 @@ def test_intermediate_outputs_are_not_restored_when_nothing_needs_them(repo2):
     assert repo2.mlmake("status").code == 1
     r = repo2.mlmake("train")
     assert r.code == 0 and executed(r) == set()
-    assert repo2.exists("model.bin") and not repo2.exists("prep")
+    assert "↺ prepare restored" in r.out and "↺ train restored" in r.out
+    assert repo2.read("prep/a.txt") == "1\n2\n3\n" and repo2.exists("model.bin")
     assert repo2.mlmake("status", "train").code == 0
+
+
+def test_lean_mode_leaves_intermediate_outputs_absent_until_needed(repo2):
+    git_history(repo2)
+    shutil.rmtree(repo2.path / "prep")
+    (repo2.path / "model.bin").unlink()
+    r = repo2.mlmake("train", "--lean")
+    assert r.code == 0 and executed(r) == set()
+    assert repo2.exists("model.bin") and not repo2.exists("prep")
+    r = repo2.mlmake("status", "--lean", "train")
+    assert r.code == 0 and "not materialized (lean): prepare: prep" in r.out
+    assert repo2.mlmake("status", "train").code == 1  # by default, prep belongs there
     # once something that reads prep has to run, prep comes back first
     set_lr(repo2, 0.7)
-    r = repo2.mlmake("train")
+    r = repo2.mlmake("train", "--lean")
     assert executed(r) == {"train"} and repo2.exists("prep/a.txt")
