@@ -140,7 +140,7 @@ class Reason:
         if k == "new":
             return "never built"
         if k == "forced":
-            return "forced (-B)"
+            return "forced (-B / --force-only)"
         if k == "always":
             return "always = true"
         if k == "cmd":
@@ -150,10 +150,10 @@ class Reason:
         if k == "outs":
             return "declared outs changed"
         if k == "dep":
-            if self.old is None:
-                return f"dep added: {s}"
             if self.new is None:
                 return f"dep missing: {s}"
+            if self.old is None:
+                return f"dep added: {s}"
             return f"dep changed: {s}"
         if k == "dep-removed":
             return f"dep removed: {s}"

@@ -170,7 +170,7 @@ class Checker:
                 reasons.append(Reason("out-modified", out))
         return reasons
 
-    def plan(self, names: set[str], force: bool = False,
+    def plan(self, names: set[str], force: bool | set[str] = False,
              requested: set[str] | None = None) -> Plan:
         """States of `names` in build order; stale upstreams make their dependents stale.
 
@@ -180,7 +180,7 @@ class Checker:
         """
         order = self.graph.order(names)
         self.prefetch(order)
-        own = {n: self.state(self.graph.targets[n], force) for n in order}
+        own = {n: self.state(self.graph.targets[n], _forced(force, n)) for n in order}
         benign = self._intermediates(order, names, own, requested)
         plan = Plan(order)
         for n in order:
@@ -223,7 +223,7 @@ class Checker:
         self.hasher.prefetch(paths)
 
     def lookahead(self, names: set[str], requested: set[str], runcache: Any,
-                  force: bool) -> "Lookahead":
+                  force: bool | set[str]) -> "Lookahead":
         """Predict, without running anything, which stale targets the run cache can serve and
         which must run; a target's outs are `needed` when it was asked for or when a target
         that must run reads them. Recorded outs stand in for unbuilt upstream outs."""
@@ -237,14 +237,14 @@ class Checker:
             must_run: set[str] = set()
             for n in order:
                 t = self.graph.targets[n]
-                st = self.state(t, force)
+                st = self.state(t, _forced(force, n))
                 states[n] = st
                 if any(u in must_run for u in self.graph.data_up[n]):
                     must_run.add(n)
                     continue
                 if not st.stale:
                     continue
-                recs = self.cached_outs(t, st, runcache, force)
+                recs = self.cached_outs(t, st, runcache, _forced(force, n))
                 if recs is None:
                     must_run.add(n)
                 else:
@@ -320,6 +320,11 @@ def _only_params_differ(old_cmd: str, new_cmd: str, old: dict[str, Any],
     for _, a, b in changed:
         patched = patched.replace(shlex.quote(scalar(a)), shlex.quote(scalar(b)))
     return bool(changed) and patched == new_cmd
+
+
+def _forced(force: bool | set[str], name: str) -> bool:
+    """`force` is True (every target), False, or the set of targets forced (--force-only)."""
+    return force if isinstance(force, bool) else name in force
 
 
 _UNSET = object()
