@@ -416,7 +416,7 @@ def test_a_run_id_shows_in_full_on_hover_and_copies_in_full(view: View, served: 
     assert td.get_attribute("title") == run_id
     assert len(td.locator(".id-short").text_content()) < len(run_id)
     td.locator("button.copy").click()
-    expect(td.locator("button.copy")).to_have_text("✓")
+    expect(td.locator("button.copy[data-copied]")).to_have_text("✓")
     assert view.page.evaluate("navigator.clipboard.readText()") == run_id
     assert view.page.locator(f'#run-targets[data-run="{run_id}"]').count() == 0  # not a pick
     view.assert_clean()

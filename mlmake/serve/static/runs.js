@@ -80,7 +80,7 @@ function runId(id) {
   const copy = document.createElement("button");
   copy.type = "button";
   copy.className = "copy";
-  copy.textContent = "⧉";
+  copy.appendChild(copyIcon());
   copy.title = `copy the run id ${id}`;
   copy.setAttribute("aria-label", `copy run id ${id}`);
   copy.dataset.copy = id;
@@ -88,12 +88,31 @@ function runId(id) {
     ev.stopPropagation();
     copyText(id).then(() => {
       copy.textContent = "✓";
-      setTimeout(() => { copy.textContent = "⧉"; }, 1200);
+      copy.dataset.copied = "";
+      setTimeout(() => { copy.textContent = ""; copy.appendChild(copyIcon()); delete copy.dataset.copied; }, 1200);
     });
   });
   copy.addEventListener("keydown", (ev) => ev.stopPropagation());
   wrap.append(text, copy);
   return wrap;
+}
+/** Two overlapping sheets: drawn, so no font needs the glyph. */
+function copyIcon() {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 12 12");
+  svg.setAttribute("width", "11");
+  svg.setAttribute("height", "11");
+  svg.setAttribute("aria-hidden", "true");
+  for (const [x, y] of [[1, 1], [4, 4]]) {
+    const r = document.createElementNS(NS, "rect");
+    r.setAttribute("x", x); r.setAttribute("y", y);
+    r.setAttribute("width", "7"); r.setAttribute("height", "7"); r.setAttribute("rx", "1");
+    r.setAttribute("fill", x === 4 ? "#fff" : "none");
+    r.setAttribute("stroke", "currentColor"); r.setAttribute("stroke-width", "1.2");
+    svg.appendChild(r);
+  }
+  return svg;
 }
 function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
