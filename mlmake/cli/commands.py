@@ -114,12 +114,21 @@ def status_cmd(g: Ctx, targets: tuple[str, ...], as_json: bool) -> int:
     if as_json:
         data = {"stale": plan.stale, "targets": {
             n: {"stale": plan.states[n].stale, "key": plan.states[n].key,
-                "reasons": [r.as_dict() for r in plan.states[n].reasons]}
+                "reasons": [_reason_json(r, project) for r in plan.states[n].reasons]}
             for n in plan.order}}
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     elif not g.quiet:
         _print_plan(plan, dry=False, project=project, verbose=g.verbose)
     return 1 if plan.stale else 0
+
+
+def _reason_json(r: Any, project: Any) -> dict[str, Any]:
+    d = r.as_dict()
+    if r.kind == "env" and r.subject:
+        detail = project.env_change(r.subject, r.old, r.new)
+        if detail:
+            d["detail"] = detail
+    return d
 
 
 @command("graph")

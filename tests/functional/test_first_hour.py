@@ -166,6 +166,8 @@ def test_an_environment_change_says_what_changed(repo):
     assert ("environment 'tools' changed: Python 3.11 → 3.12; req.txt: -numpy==1.26, "
             "+numpy==2.0") in out, out
     assert "environment 'box' changed: image python:3.11-slim → python:3.12-slim" in out, out
+    reasons = repo.mlmake("status", "--json").json()["targets"]["b"]["reasons"]
+    assert reasons[0]["detail"] == "image python:3.11-slim → python:3.12-slim"
 
 
 def test_an_unknown_revision_is_named_once(pipe):
