@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlmake import git
-from mlmake.errors import StoreError, UsageError
+from mlmake.errors import GitError, StoreError, UsageError
 from mlmake.hashing import Hasher
 from mlmake.lockfile import Lock
 from mlmake.store import MANIFEST_SUFFIX, MissingObjectError, Store
@@ -21,6 +21,7 @@ class CheckoutResult:
     restored: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)  # committed to Git: left to Git
 
 
 class ModifiedOutError(StoreError):
@@ -69,6 +70,7 @@ def checkout(root: str, lock_path: str, rev: str | None, store: Store, hasher: H
     for entry in chosen.values():
         for out, rec in sorted(entry.outs.items()):
             if rec.get("metric"):
+                result.metrics.append(out)
                 continue  # committed to Git: git checkout owns it
             now = hasher.path(out)
             if now == rec["hash"]:
@@ -89,6 +91,51 @@ def checkout(root: str, lock_path: str, rev: str | None, store: Store, hasher: H
             continue
         result.restored.append(out)
     return result
+
+
+def checkout_metrics(root: str, sha: str, paths: list[str], force: bool
+                     ) -> tuple[list[str], list[str]]:
+    """Write the metrics files `paths` as committed at `sha` (they live in Git, so
+    `checkout` leaves them alone); returns (written, absent at `sha`).
+
+    A file whose content is neither HEAD's nor `sha`'s holds uncommitted work: it refuses
+    the whole step (unless `force`) before a single file changes.
+    """
+    _, wanted = git.read_files_at(root, sha, paths)
+    try:
+        _, head = git.read_files_at(root, "HEAD", paths)
+    except GitError:
+        head = {}
+    todo: list[tuple[str, bytes]] = []
+    absent: list[str] = []
+    modified: list[str] = []
+    for p in sorted(paths):
+        data = wanted.get(p)
+        if data is None:
+            absent.append(p)
+            continue
+        full = os.path.join(root, p)
+        try:
+            with open(full, "rb") as fh:
+                now: bytes | None = fh.read()
+        except FileNotFoundError:
+            now = None
+        if now == data:
+            continue
+        if now is not None and now != head.get(p) and not force:
+            modified.append(p)
+            continue
+        todo.append((p, data))
+    if modified:
+        raise ModifiedOutError(modified)
+    for p, data in todo:
+        full = os.path.join(root, p)
+        os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
+        tmp = f"{full}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, full)
+    return [p for p, _ in todo], absent
 
 
 def get(root: str, lock_path: str, rev: str, path: str, dest: str, store: Store) -> str:

@@ -5,56 +5,76 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlmake import git
+from mlmake.errors import MlmakeError, StoreError
 from mlmake.lockfile import Lock
+from mlmake.runs import RunStore
 from mlmake.runcache import RunCache
 from mlmake.store import MANIFEST_SUFFIX, Store, referenced
 
 
+@dataclass(frozen=True)
+class GcItem:
+    """What removed objects were: an out `path` of `target` recorded at `commit` ("" when
+    only the run cache knew it), with how many objects and bytes it held."""
+
+    path: str
+    target: str
+    commit: str
+    objects: int
+    bytes: int
+
+
 @dataclass
 class GcResult:
-    """Objects kept and removed (or that would be, in a dry run) and bytes freed."""
+    """Objects kept and removed (or that would be, in a dry run) and bytes freed; `items`
+    names the removed objects by out, target and commit (sizes summed)."""
 
     kept: int = 0
     removed: list[str] = field(default_factory=list)
     bytes_freed: int = 0
     runcache_removed: int = 0
     locks: int = 0
+    items: list[GcItem] = field(default_factory=list)
 
 
 def gc(root: str, lock_path: str, store: Store, runcache: RunCache, all_commits: bool,
-       dry_run: bool) -> GcResult:
+       dry_run: bool, runs: RunStore | None = None) -> GcResult:
     """Remove objects no chosen lock references: the work tree's lock, plus with
     `all_commits` the lock of every commit reachable from a branch, tag or HEAD. Run-cache
-    entries whose objects are gone are dropped too."""
+    entries whose objects are gone are dropped too. Each removed object is named by the
+    out that recorded it (any commit's lock, else a run-cache entry and its run record)."""
+    name = os.path.basename(lock_path)
+    history = git.lock_history(root, lock_path, newest_first=True) if all_commits else None
     locks = [Lock.read(lock_path)]
     if all_commits:
-        locks += [Lock.parse(text, os.path.basename(lock_path))
-                  for text in git.all_lock_texts(root, lock_path)]
+        locks += [Lock.parse(text, name) for _, text in history]
     records = [rec for lock in locks for e in lock.entries.values() for rec in e.outs.values()]
     keep = referenced(store, records)
     result = GcResult(locks=len(locks))
-    gone: set[str] = set()
+    sizes: dict[str, int] = {}
     for oid in list(store.all_oids()):
         if oid in keep:
             result.kept += 1
             continue
-        path = store.object_path(oid)
         try:
-            result.bytes_freed += os.path.getsize(path)
+            sizes[oid] = os.path.getsize(store.object_path(oid))
         except FileNotFoundError:
             continue
         result.removed.append(oid)
-        gone.add(oid)
-        if not dry_run:
+        result.bytes_freed += sizes[oid]
+    gone = set(result.removed)
+    if gone:
+        if history is None:
+            history = git.lock_history(root, lock_path, newest_first=True)
+        result.items = _name(gone, sizes, store, runcache, runs, history, name)
+    if not dry_run:
+        for oid in result.removed:
             store.remove(oid)
     for key in list(runcache.keys()):
-        raw = runcache.raw(key)
-        try:
-            outs = json.loads(raw or b"{}").get("outs", {})
-        except ValueError:
-            outs = {}
+        outs = _runcache_outs(runcache, key)[1]
         needs = {rec["hash"] + (MANIFEST_SUFFIX if rec.get("type") == "dir" else "")
                  for rec in outs.values()}
         if not outs or any(o in gone or not store.has(o) for o in needs):
@@ -62,3 +82,59 @@ def gc(root: str, lock_path: str, store: Store, runcache: RunCache, all_commits:
             if not dry_run:
                 runcache.remove(key)
     return result
+
+
+def _runcache_outs(runcache: RunCache, key: str) -> tuple[str, dict[str, Any]]:
+    try:
+        data = json.loads(runcache.raw(key) or b"{}")
+    except ValueError:
+        return "", {}
+    if not isinstance(data, dict):
+        return "", {}
+    outs = data.get("outs")
+    return str(data.get("target") or ""), outs if isinstance(outs, dict) else {}
+
+
+def _name(gone: set[str], sizes: dict[str, int], store: Store, runcache: RunCache,
+          runs: RunStore | None, history: list[tuple[str, str]], lock_name: str
+          ) -> list[GcItem]:
+    """Group removed objects by (out path, target, commit): the newest commit whose lock
+    recorded them, else the run-cache entry that did (and the commit of its run)."""
+    owner: dict[str, tuple[str, str, str]] = {}
+
+    def claim(target: str, path: str, rec: Any, commit: str) -> None:
+        if not isinstance(rec, dict) or "hash" not in rec:
+            return
+        try:
+            oids = store.record_oids(rec)
+        except StoreError:
+            oids = [rec["hash"] + (MANIFEST_SUFFIX if rec.get("type") == "dir" else "")]
+        for oid in oids:
+            if oid in gone and oid not in owner:
+                owner[oid] = (path, target, commit)
+
+    for sha, text in history:
+        try:
+            lock = Lock.parse(text, lock_name)
+        except MlmakeError:
+            continue
+        for target, e in lock.entries.items():
+            for path, rec in e.outs.items():
+                claim(target, path, rec, sha)
+        if len(owner) == len(gone):
+            break
+    if len(owner) < len(gone):
+        commits: dict[str, str] = {}
+        if runs is not None:
+            commits = {r.key: r.commit or "" for r in reversed(runs.runs(None, 100_000))
+                       if r.key}
+        for key in runcache.keys():
+            target, outs = _runcache_outs(runcache, key)
+            for path, rec in outs.items():
+                claim(target, path, rec, commits.get(key, ""))
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for oid in sorted(gone):
+        groups.setdefault(owner.get(oid, ("", "", "")), []).append(oid)
+    items = [GcItem(path, target, commit, len(oids), sum(sizes.get(o, 0) for o in oids))
+             for (path, target, commit), oids in groups.items()]
+    return sorted(items, key=lambda i: (i.path == "", i.path, i.target, i.commit))

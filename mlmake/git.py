@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from typing import Any
 
 from mlmake.errors import GitError
@@ -34,13 +35,33 @@ def head_commit(path: str) -> str | None:
     return str(repo.head.target)
 
 
+def is_dirty(path: str, ignore: set[str] | frozenset[str] = frozenset()) -> bool | None:
+    """True when a tracked file of the repository containing `path` differs from HEAD (in
+    the index or the work tree), leaving out `ignore` (paths relative to `path`: what a
+    build writes itself, such as the lock and metrics); None outside Git or before the
+    first commit. Untracked files do not count, as for `git describe --dirty`."""
+    try:
+        repo = open_repo(path)
+        if repo is None or repo.head_is_unborn:
+            return None
+        base = workdir_relpath(repo, path)
+        skip = {posixpath.join(base, p) if base else p for p in ignore}
+        changed = repo.status(untracked_files="no")
+    except Exception:  # noqa: BLE001 - pygit2 raises bare GitError/KeyError types
+        return None
+    return any(p not in skip and not any(p.startswith(s + "/") for s in skip)
+               for p in changed)
+
+
 def resolve(repo: Any, rev: str) -> Any:
     """The commit object that `rev` names; GitError naming it otherwise."""
     try:
         obj = repo.revparse_single(rev)
         return obj.peel(_pygit2().Commit)
     except (KeyError, ValueError, Exception) as exc:  # noqa: BLE001
-        raise GitError(f"unknown revision '{rev}': {exc}. Use a branch, tag or commit "
+        why = str(exc).strip().strip("'\"")
+        why = f" ({why})" if why and why != rev else ""  # pygit2 often just repeats it
+        raise GitError(f"unknown revision '{rev}'{why}. Use a branch, tag or commit "
                        "that exists (`git log --oneline`).") from None
 
 
@@ -82,6 +103,14 @@ def file_at(root: str, path: str, rev: str) -> bytes | None:
 
 def all_lock_texts(root: str, lock_path: str) -> list[str]:
     """The lock file's text in every commit reachable from any branch, tag or HEAD."""
+    return [text for _, text in lock_history(root, lock_path)]
+
+
+def lock_history(root: str, lock_path: str, newest_first: bool = False
+                 ) -> list[tuple[str, str]]:
+    """(commit sha, lock text) for each distinct lock file in every commit reachable from
+    any branch, tag or HEAD; the sha is the first commit met that holds that text (with
+    `newest_first`, the newest one)."""
     pygit2 = _pygit2()
     repo = open_repo(root)
     if repo is None:
@@ -98,9 +127,10 @@ def all_lock_texts(root: str, lock_path: str) -> list[str]:
         tips.add(repo.head.target)
     seen_commits: set[Any] = set()
     seen_blobs: set[Any] = set()
-    texts = []
+    found: list[tuple[str, str]] = []
+    order = pygit2.enums.SortMode.TIME if newest_first else pygit2.enums.SortMode.NONE
     for tip in tips:
-        walker = repo.walk(tip, pygit2.enums.SortMode.NONE)
+        walker = repo.walk(tip, order)
         for commit in walker:
             if commit.id in seen_commits:
                 continue
@@ -112,8 +142,8 @@ def all_lock_texts(root: str, lock_path: str) -> list[str]:
             if entry.id in seen_blobs:
                 continue
             seen_blobs.add(entry.id)
-            texts.append(repo[entry.id].data.decode("utf-8"))
-    return texts
+            found.append((str(commit.id), repo[entry.id].data.decode("utf-8")))
+    return found
 
 
 def read_files_at(path: str, rev: str, relpaths: list[str] | tuple[str, ...]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import posixpath
 import re
@@ -149,11 +150,19 @@ class _Parser(TableParsing):
             raise self.fail(f"{what} must be {want}, not {type(value).__name__}", *table, key=key)
         return value
 
-    def str_list(self, value: Any, what: str, *table: str, key: str) -> list[str]:
-        if isinstance(value, str):
+    def str_list(self, value: Any, what: str, *table: str, key: str,
+                 single: bool = False) -> list[str]:
+        """A list of strings; a lone string only where `single` allows it (never coerced,
+        so `outs = "x"` is told to be a list rather than guessed)."""
+        if isinstance(value, str) and single:
             return [value]
+        if isinstance(value, str):
+            raise self.fail(f"{what} must be a list of strings, not a string. Write "
+                            f"{key} = [{json.dumps(value)}].", *table, key=key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(f"{what} must be a string or a list of strings", *table, key=key)
+            want = "a string or a list of strings" if single else "a list of strings"
+            raise self.fail(f"{what} must be {want}, not {_toml_type(value)}", *table,
+                            key=key)
         return list(value)
 
     # -- the whole file -------------------------------------------------------------------
@@ -271,12 +280,10 @@ class _Parser(TableParsing):
                             *tbl)
         cmd = spec["cmd"]
         if isinstance(cmd, list):
-            if not all(isinstance(c, str) for c in cmd):
-                raise self.fail(f"target '{name}': cmd must be a string or a list of strings",
-                                *tbl, key="cmd")
-            cmd = " && ".join(cmd)
-        self.typed(cmd, str, f"target '{name}': cmd", *tbl, key="cmd")
-        if not cmd.strip():
+            self.argv(name, cmd)
+        else:
+            self.typed(cmd, str, f"target '{name}': cmd", *tbl, key="cmd")
+        if not cmd or isinstance(cmd, str) and not cmd.strip():
             raise self.fail(f"target '{name}' has an empty `cmd`. Give the command that "
                             "builds it.", *tbl, key="cmd")
         matrix = spec.get("matrix", {})
@@ -306,7 +313,22 @@ class _Parser(TableParsing):
             out.append(self.variant(name, vname, spec, cmd, mvars))
         return out
 
-    def variant(self, base: str, name: str, spec: dict[str, Any], cmd: str,
+    def argv(self, name: str, cmd: list[Any]) -> None:
+        """Check a list-form `cmd`: the exec form, one argument per item, no shell."""
+        tbl = ("target", name)
+        if not all(isinstance(c, str) for c in cmd):
+            raise self.fail(f"target '{name}': cmd is a list, so each item is one argument "
+                            "and must be a string. Quote the numbers, or write the command "
+                            "as one string.", *tbl, key="cmd")
+        if cmd and (not cmd[0].strip() or any(c.isspace() for c in cmd[0])):
+            raise self.fail(f"target '{name}': cmd = [...] is the exec form: the first item "
+                            f"is the program to run and each item one argument, but "
+                            f"{json.dumps(cmd[0])} is not a program name. Write a shell "
+                            f"command as one string: cmd = "
+                            f"{json.dumps(' && '.join(cmd) if len(cmd) > 1 else cmd[0])}.",
+                            *tbl, key="cmd")
+
+    def variant(self, base: str, name: str, spec: dict[str, Any], cmd: str | list[str],
                 mvars: dict[str, Any]) -> Target:
         tbl = ("target", base)
         used: list[str] = []
@@ -339,7 +361,10 @@ class _Parser(TableParsing):
             return tuple(self.path_value(subst(p, key, False), f"target '{base}': {key}",
                                          *tbl, key=key) for p in items)
 
-        icmd = subst(cmd, "cmd", True)
+        if isinstance(cmd, str):
+            icmd = subst(cmd, "cmd", True)
+        else:  # the exec form: every argument quoted whole, so no shell reads any of it
+            icmd = " ".join(shlex.quote(subst(c, "cmd", False)) for c in cmd)
         deps, outs = paths("deps"), paths("outs")
         metrics, plots = paths("metrics"), paths("plots")
         for key, group in (("outs", outs), ("metrics", metrics), ("plots", plots)):
@@ -450,6 +475,12 @@ class _Parser(TableParsing):
                                     f"target '{other}' writes. Outs of different targets must "
                                     "not nest.", "target", targets[name].base, key="outs")
                 parent = posixpath.dirname(parent)
+
+def _toml_type(v: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", dict: "a table",
+             list: "a list with other values than strings", str: "a string"}
+    return names.get(type(v), type(v).__name__)
+
 
 def scalar(v: Any) -> str:
     """How a param or matrix value is written into a command or a name."""

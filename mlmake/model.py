@@ -143,7 +143,7 @@ class Reason:
         if k == "new":
             return "never built"
         if k == "forced":
-            return "forced (-B)"
+            return "forced (-B / --force-only)"
         if k == "always":
             return "always = true"
         if k == "cmd":
@@ -154,10 +154,10 @@ class Reason:
             return "declared outs changed"
         if k == "dep":
             by = f" (imported by {self.via})" if self.via else ""
-            if self.old is None:
-                return f"dep added: {s}{by}"
             if self.new is None:
                 return f"dep missing: {s}{by}"
+            if self.old is None:
+                return f"dep added: {s}{by}"
             return f"dep {s} changed{by}" if by else f"dep changed: {s}"
         if k == "dep-removed":
             return f"dep removed: {s}"

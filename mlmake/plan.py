@@ -231,7 +231,7 @@ class Checker:
                 reasons.append(Reason("out-modified", out))
         return reasons
 
-    def plan(self, names: set[str], force: bool = False,
+    def plan(self, names: set[str], force: bool | set[str] = False,
              requested: set[str] | None = None, lean: bool = False) -> Plan:
         """States of `names` in build order.
 
@@ -246,7 +246,7 @@ class Checker:
         plan = Plan(order, lean=lean)
         running: set[str] = set()
         for n in order:
-            st = self.state(self.graph.targets[n], force)
+            st = self.state(self.graph.targets[n], _forced(force, n))
             ups = tuple(sorted(u for u in self.graph.data_up[n] if u in running))
             if ups:
                 st = replace(st, reasons=st.reasons + tuple(Reason("upstream", u) for u in ups))
@@ -290,7 +290,7 @@ class Checker:
         self.hasher.prefetch(paths)
 
     def lookahead(self, names: set[str], requested: set[str], runcache: Any,
-                  force: bool, lean: bool = False) -> "Lookahead":
+                  force: bool | set[str], lean: bool = False) -> "Lookahead":
         """Predict, without running anything, which stale targets the run cache can serve and
         which must run. Every target's outs are `needed` in the work tree, except in `lean`
         mode, where only those asked for and those a target that must run reads are.
@@ -305,14 +305,14 @@ class Checker:
             must_run: set[str] = set()
             for n in order:
                 t = self.graph.targets[n]
-                st = self.state(t, force)
+                st = self.state(t, _forced(force, n))
                 states[n] = st
                 if any(u in must_run for u in self.graph.data_up[n]):
                     must_run.add(n)
                     continue
                 if not st.stale:
                     continue
-                recs = self.cached_outs(t, st, runcache, force)
+                recs = self.cached_outs(t, st, runcache, _forced(force, n))
                 if recs is None:
                     must_run.add(n)
                 else:
@@ -394,6 +394,11 @@ def _only_params_differ(old_cmd: str, new_cmd: str, old: dict[str, Any],
     for _, a, b in changed:
         patched = patched.replace(shlex.quote(scalar(a)), shlex.quote(scalar(b)))
     return bool(changed) and patched == new_cmd
+
+
+def _forced(force: bool | set[str], name: str) -> bool:
+    """`force` is True (every target), False, or the set of targets forced (--force-only)."""
+    return force if isinstance(force, bool) else name in force
 
 
 _UNSET = object()

@@ -165,6 +165,7 @@ class Project:
         requested = self.requested(targets)
         names = self.graph.upstream_closure(requested)
         self.graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path))
+        self._check_fits(names, None)
         checker = self._checker()
         plan = checker.plan(names, requested=requested, lean=self._lean(lean))
         checker.hasher.cache.save()
@@ -185,6 +186,16 @@ class Project:
             plan = None  # states are decoration: a missing input still draws
         return drawing.graph_data(self.graph, names, plan)
 
+    def env_change(self, name: str, old: str | None, new: str | None) -> str:
+        """What changed in environment `name` from digest `old` (the lock's) to `new`: a
+        requirements line, the Python version, the image…; '' when it is not known."""
+        from mlmake.envs import changes
+
+        if not old or not new or name not in self.pipeline.envs:
+            return ""
+        return changes.explain(changes.recalled(self.root, old),
+                               changes.recalled(self.root, new) or {})
+
     def runs(self, target: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Recorded target runs, newest first."""
         return self.runs_store.runs(target, limit)
@@ -202,7 +213,7 @@ class Project:
     def run(self, targets: tuple[str, ...] | list[str] = (), *, jobs: int | None = None,
             keep_going: bool = False, force: bool = False, dry_run: bool = False,
             executor: str | None = None, reporter: ev.Reporter | None = None,
-            wait: bool = True, trigger: str = "cli",
+            wait: bool = True, trigger: str = "cli", force_only: bool = False,
             executor_options: dict[str, Any] | None = None,
             build_id: str | None = None, use_remote: bool = True,
             push: bool | None = None, remote: str | None = None,
@@ -213,19 +224,23 @@ class Project:
         build recorded beforehand as queued under that id keeps its params and endpoint.
         `use_remote`: look stale targets up in the remote `remote` (default: the configured
         one) after the local run cache; `push`: upload each result as it succeeds (default:
-        [project] push). After a successful build every out of every selected target is
-        in the work tree with the bytes its lock entry records; `lean` (default: [project]
-        materialize = "requested") links only the outs that the requested targets and the
-        commands that run need, and leaves the others absent.
+        [project] push). `force`: rerun every selected target, upstream ones included
+        (make's -B); `force_only`: rerun only the requested targets, upstream results reused.
+        After a successful build every out of every selected target is in the work tree with
+        the bytes its lock entry records; `lean` (default: [project] materialize =
+        "requested") links only the outs that the requested targets and the commands that run
+        need, and leaves the others absent.
         """
         reporter = reporter or ev.NullReporter()
         pipeline, graph = self.pipeline, self.graph
         requested = self.requested(targets)
         names = graph.upstream_closure(requested)
         graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path))
+        forced = set(requested) if force_only else set(names) if force else set()
         lean = self._lean(lean)
         if dry_run:
-            return BuildResult("dry-run", plan=self._dry_run(names, requested, force, lean,
+            self._check_fits(names, executor)
+            return BuildResult("dry-run", plan=self._dry_run(names, requested, forced, lean,
                                                              use_remote, remote))
         link = self._remote_link(use_remote, push, remote)
         exec_name = executor or pipeline.executor
@@ -243,18 +258,18 @@ class Project:
                 check_fits(pipeline, names, cap)
             njobs = jobs or pipeline.jobs or max(1, int(cap.cpus))
             with self._project_lock(wait, reporter):
-                return self._build(names, requested, runner, cap, njobs, keep_going, force,
+                return self._build(names, requested, runner, cap, njobs, keep_going, forced,
                                    reporter, trigger, build_id, link, lean)
         finally:
             self._runners.discard(runner)
             runner.close()
 
-    def _dry_run(self, names: set[str], requested: set[str], force: bool, lean: bool,
+    def _dry_run(self, names: set[str], requested: set[str], forced: set[str], lean: bool,
                  use_remote: bool, remote: str | None) -> Plan:
         """The plan of a build that runs nothing, with each stale target's predicted action
         (run, or restore from the cache or the remote) from the same lookahead a build uses."""
         checker = self._checker()
-        plan = checker.plan(names, force, requested=requested, lean=lean)
+        plan = checker.plan(names, forced, requested=requested, lean=lean)
         link = self._remote_link(use_remote, False, remote)
         runcache: Any = self.runcache
         session = link(checker.store, runcache, ev.NullReporter()) if link else None
@@ -263,7 +278,7 @@ class Project:
                 session.prefetch(checker.entries[n] for n in plan.order
                                  if n in checker.entries)
                 runcache = session
-            la = checker.lookahead(names, requested, runcache, force, lean)
+            la = checker.lookahead(names, requested, runcache, forced, lean)
             for n in plan.stale:
                 if n in la.must_run:
                     plan.actions[n] = "run"
@@ -278,6 +293,14 @@ class Project:
                 session.close()
             checker.hasher.cache.save()
         return plan
+
+    def _check_fits(self, names: set[str], executor: str | None) -> None:
+        """Refuse what this machine cannot hold, for `-n` and `status` as for a local run."""
+        from mlmake.executors.base import machine_capacity
+
+        if (executor or self.pipeline.executor) == "local":
+            need_gpus = any(self.graph.targets[n].resources.gpus for n in names)
+            check_fits(self.pipeline, names, machine_capacity(need_gpus))
 
     def _ray_data_plane(self, remote: str | None) -> dict[str, Any]:
         """How Ray tasks reach data: [project] ray_data, and the project's store, hasher and
@@ -299,7 +322,7 @@ class Project:
 
     def _build(self, names: set[str], requested: set[str], runner: Any, cap: Capacity,
                jobs: int,
-               keep_going: bool, force: bool, reporter: ev.Reporter, trigger: str,
+               keep_going: bool, forced: set[str], reporter: ev.Reporter, trigger: str,
                build_id: str | None = None, link: Any = None, lean: bool = False
                ) -> BuildResult:
         from mlmake import git
@@ -317,21 +340,25 @@ class Project:
         if session is not None:  # the remote's run cache after the local one
             session.prefetch(lock.entries[n] for n in order if n in lock.entries)
             runcache = session
-        lookahead = checker.lookahead(names, requested, runcache, force, lean)
+        lookahead = checker.lookahead(names, requested, runcache, forced, lean)
         if runner.name == "local":  # no Docker engine, no interpreter: exit 2, nothing runs
             from mlmake import envs  # (a Ray worker prepares envs on its own node)
 
             envs.check([(n, self.pipeline.envs[self.graph.targets[n].env]) for n in order
                         if n in lookahead.must_run and self.graph.targets[n].env])
         started = time.time()
+        written = {os.path.relpath(self.lock_path, self.root)} | \
+            {o for t in self.pipeline.targets.values() for o in t.all_outs} | \
+            (set(self.pipeline.params_files) if self.param_overrides else set())
+        dirty = git.is_dirty(self.root, written)  # what a build writes itself is not "dirty"
         runs.start_build(build_id, trigger, commit, started, order, runner.name,
-                         params=self.param_overrides or None)
+                         params=self.param_overrides or None, dirty=dirty)
         ctx = BuildContext(build_id=build_id, pipeline=self.pipeline, graph=self.graph,
                            lock=lock, checker=checker, hasher=checker.hasher, executor=runner,
                            reporter=reporter, runs=runs,
                            log_dir=self.shared_path("logs", build_id), commit=commit,
                            store=checker.store, runcache=runcache, lookahead=lookahead,
-                           forced=set(names) if force else set(),
+                           forced=forced,
                            estimates=runs.durations(order), keys_dir=self.shared_path("keys"),
                            remote=session, state_dir=self.shared_path())
         reporter.emit(ev.BuildStarted(build_id, tuple(order), (), jobs, runner.name))
@@ -399,10 +426,11 @@ class Project:
 
     # -- outputs of commits -----------------------------------------------------------------
     def checkout(self, rev: str | None = None, targets: tuple[str, ...] | list[str] = (),
-                 force: bool = False) -> Any:
+                 force: bool = False, metrics: bool = False) -> Any:
         """Restore the outputs recorded in `rev`'s lock (default: the work tree's lock)
-        without touching tracked files."""
-        from mlmake.checkout import checkout
+        without touching tracked files; with `metrics`, also write the metrics files as
+        committed at `rev` (result.metrics_written), so outs and metrics agree."""
+        from mlmake.checkout import checkout, checkout_metrics
 
         checker = self._checker()
         with self._project_lock(True, ev.NullReporter()):
@@ -410,6 +438,10 @@ class Project:
                               set(targets) if targets else None, force,
                               self._closure_names(targets, strict=False))
             checker.hasher.cache.save()
+            result.metrics_written = []
+            if metrics and rev is not None and result.metrics:
+                result.metrics_written, _ = checkout_metrics(self.root, result.commit,
+                                                             result.metrics, force)
         return result
 
     def _closure_names(self, targets: tuple[str, ...] | list[str], strict: bool = True
@@ -478,7 +510,7 @@ class Project:
 
         with self._project_lock(True, ev.NullReporter()):
             return gc(self.root, self.lock_path, self.store(), self.runcache, all_commits,
-                      dry_run)
+                      dry_run, self.runs_store)
 
     # -- remote cache -----------------------------------------------------------------------
     def remote(self, name: str | None = None, jobs: int | None = None,

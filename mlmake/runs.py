@@ -14,7 +14,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
   id TEXT PRIMARY KEY, trigger TEXT NOT NULL, commit_sha TEXT, started REAL NOT NULL,
   finished REAL, status TEXT NOT NULL, params TEXT, targets TEXT, summary TEXT,
-  host TEXT, executor TEXT, endpoint TEXT, message TEXT
+  host TEXT, executor TEXT, endpoint TEXT, message TEXT, dirty INTEGER
 );
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, build TEXT NOT NULL, target TEXT NOT NULL,
@@ -68,26 +68,31 @@ class RunStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            _add_columns(db)
             self._local.db = db
         return db
 
     def start_build(self, build_id: str, trigger: str, commit: str | None, started: float,
                     targets: list[str], executor: str, params: dict[str, Any] | None = None,
-                    endpoint: str | None = None, status: str = "running") -> None:
+                    endpoint: str | None = None, status: str = "running",
+                    dirty: bool | None = None) -> None:
         """Record a build as started (or queued). Starting a build that was recorded as
-        queued keeps the params and endpoint recorded then unless new ones are given."""
+        queued keeps the params and endpoint recorded then unless new ones are given.
+        `dirty`: the work tree had changes to tracked files that `commit` does not hold."""
         self._db().execute(
             "INSERT INTO builds (id, trigger, commit_sha, started, status, params, "
-            "targets, host, executor, endpoint) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            "targets, host, executor, endpoint, dirty) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET trigger = excluded.trigger, "
             "commit_sha = excluded.commit_sha, started = excluded.started, "
             "status = excluded.status, targets = excluded.targets, host = excluded.host, "
             "executor = excluded.executor, "
             "params = COALESCE(excluded.params, builds.params), "
-            "endpoint = COALESCE(excluded.endpoint, builds.endpoint)",
+            "endpoint = COALESCE(excluded.endpoint, builds.endpoint), "
+            "dirty = COALESCE(excluded.dirty, builds.dirty)",
             (build_id, trigger, commit, started, status,
              json.dumps(params) if params is not None else None,
-             json.dumps(targets), self.host, executor, endpoint))
+             json.dumps(targets), self.host, executor, endpoint,
+             None if dirty is None else int(dirty)))
 
     def update_build(self, build_id: str, **fields: Any) -> None:
         cols = {"commit": "commit_sha"}
@@ -131,7 +136,7 @@ class RunStore:
             return []
         rows = self._db().execute(
             "SELECT id, trigger, commit_sha, started, finished, status, params, targets, "
-            "summary, host, executor, endpoint, message FROM builds ORDER BY started DESC "
+            "summary, host, executor, endpoint, message, dirty FROM builds ORDER BY started DESC "
             "LIMIT ?", (limit,)).fetchall()
         return [_build_dict(r) for r in rows]
 
@@ -140,7 +145,7 @@ class RunStore:
             return None
         r = self._db().execute(
             "SELECT id, trigger, commit_sha, started, finished, status, params, targets, "
-            "summary, host, executor, endpoint, message FROM builds WHERE id = ?",
+            "summary, host, executor, endpoint, message, dirty FROM builds WHERE id = ?",
             (build_id,)).fetchone()
         return _build_dict(r) if r else None
 
@@ -169,10 +174,21 @@ class RunStore:
         return out
 
 
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Columns newer than a runs.db written by an older mlmake (their rows read as NULL)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
+    if "dirty" not in have:
+        try:
+            db.execute("ALTER TABLE builds ADD COLUMN dirty INTEGER")
+        except sqlite3.OperationalError:  # another process added it first
+            pass
+
+
 def _build_dict(r: tuple[Any, ...]) -> dict[str, Any]:
     keys = ("id", "trigger", "commit", "started", "finished", "status", "params", "targets",
-            "summary", "host", "executor", "endpoint", "message")
+            "summary", "host", "executor", "endpoint", "message", "dirty")
     d = dict(zip(keys, r))
+    d["dirty"] = None if d["dirty"] is None else bool(d["dirty"])
     for k in ("params", "targets", "summary"):
         d[k] = json.loads(d[k]) if d[k] else ({} if k != "targets" else [])
     return d

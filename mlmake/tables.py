@@ -104,7 +104,8 @@ class TableParsing:
             if name == "strict":
                 self.typed(value, bool, "[hooks] strict", "hooks", key="strict")
                 continue
-            for action in self.str_list(value, f"[hooks] {name}", "hooks", key=name):
+            for action in self.str_list(value, f"[hooks] {name}", "hooks", key=name,
+                                        single=True):
                 verb, colon, names = action.partition(":")
                 if action in HOOK_ACTIONS:
                     continue

@@ -37,9 +37,13 @@ class Ctx:
 
 
 class DefaultGroup(click.Group):
-    """A group where an unknown first word means `run` (so `mlmake -j 4 train` works)."""
+    """A group where an unknown first word means `run` (so `mlmake -j 4 train` works), and
+    where the global options may come anywhere, as make takes them (`mlmake train -v`,
+    `mlmake status -C dir`): they are moved before the subcommand unless it has an option of
+    the same name (`commit -f` is its own `--force`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
         i = 0
         while i < len(args):
             a = args[i]
@@ -59,7 +63,71 @@ class DefaultGroup(click.Group):
         else:
             if not any(a in ("--help", "-h", "--version") for a in args):
                 args = args + ["run"]
+        if i < len(args):
+            args = args[:i] + _hoist_globals(self.commands[args[i]], args[i:])
         return super().parse_args(ctx, args)
+
+
+_HOISTED_FLAGS = {"-q", "--quiet", "-v", "--verbose"}
+_HOISTED_VALUES = {"-C", "--directory", "-f", "--file"}
+
+
+def _own_options(cmd: click.Command) -> tuple[set[str], set[str]]:
+    """(option names, names that take a value) of a command and its subcommands."""
+    names: set[str] = set()
+    valued: set[str] = set()
+    todo = [cmd]
+    while todo:
+        c = todo.pop()
+        for p in c.params:
+            if isinstance(p, click.Option):
+                opts = set(p.opts) | set(p.secondary_opts)
+                names |= opts
+                if not p.is_flag and not p.count:
+                    valued |= opts
+        if isinstance(c, click.Group):
+            todo += list(c.commands.values())
+    return names, valued
+
+
+def _hoist_globals(cmd: click.Command, rest: list[str]) -> list[str]:
+    """`rest` (the subcommand and what follows it) with the global options that the
+    subcommand does not define itself moved to its front; `--` ends the scan."""
+    own, valued = _own_options(cmd)
+    moved: list[str] = []
+    kept = [rest[0]]
+    i = 1
+    while i < len(rest):
+        a = rest[i]
+        if a == "--":
+            kept += rest[i:]
+            break
+        name = a.split("=", 1)[0] if a.startswith("--") else a
+        if name in own:
+            kept.append(a)
+            if name in valued and "=" not in a and i + 1 < len(rest):
+                kept.append(rest[i + 1])
+                i += 1
+        elif a in _HOISTED_FLAGS or (a.startswith(("--directory=", "--file="))
+                                     and name not in own):
+            moved.append(a)
+        elif a in _HOISTED_VALUES and i + 1 < len(rest):
+            moved += [a, rest[i + 1]]
+            i += 1
+        elif a[:2] in ("-C", "-f") and len(a) > 2 and not a.startswith("--") \
+                and a[:2] not in own:
+            moved.append(a)
+        elif len(a) > 2 and a[0] == "-" and a[1] != "-" and set(a[1:]) & {"q", "v"} and \
+                all(f"-{c}" in own - valued or c in "qv" for c in a[1:]):
+            # a cluster of flags such as -Bq: the global ones move, the rest stay
+            moved += [f"-{c}" for c in a[1:] if c in "qv" and f"-{c}" not in own]
+            rest_flags = "".join(c for c in a[1:] if not (c in "qv" and f"-{c}" not in own))
+            if rest_flags:
+                kept.append("-" + rest_flags)
+        else:
+            kept.append(a)
+        i += 1
+    return moved + kept
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})

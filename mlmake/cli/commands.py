@@ -24,7 +24,11 @@ def run_options(f: Any) -> Any:
         click.option("-k", "--keep-going", is_flag=True,
                      help="Keep building what does not depend on a failed target."),
         click.option("-B", "--force", is_flag=True,
-                     help="Rebuild the selected targets even when up to date."),
+                     help="Rerun the selected targets and everything they depend on, even "
+                          "when up to date (make's -B)."),
+        click.option("--force-only", is_flag=True,
+                     help="Rerun only the named targets; what they depend on is reused or "
+                          "restored when up to date."),
         click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
                      help="Where commands run (default: [project] executor or local)."),
         click.option("--address", default=None, metavar="ADDR",
@@ -48,8 +52,9 @@ def run_options(f: Any) -> Any:
 @run_options
 @pass_ctx
 def run_cmd(g: Ctx, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
-            keep_going: bool, force: bool, executor: str | None, address: str | None,
-            no_remote: bool, push: bool, no_wait: bool, lean: bool | None) -> int:
+            keep_going: bool, force: bool, force_only: bool, executor: str | None,
+            address: str | None, no_remote: bool, push: bool, no_wait: bool,
+            lean: bool | None) -> int:
     """Build TARGETS (default: [project] default, else every final target)."""
     project = g.project()
     options: dict[str, Any] = {}
@@ -57,13 +62,14 @@ def run_cmd(g: Ctx, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
         options["address"] = address
     lean = lean or None
     if dry_run:
-        result = project.run(targets, force=force, dry_run=True, lean=lean,
-                             use_remote=not no_remote)
-        _print_plan(result.plan, dry=True)
+        result = project.run(targets, force=force, force_only=force_only, dry_run=True,
+                             executor=executor, lean=lean, use_remote=not no_remote)
+        _print_plan(result.plan, dry=True, project=project, verbose=g.verbose)
         return 0
     reporter = reporter_for(g)
     try:
         result = project.run(targets, jobs=jobs, keep_going=keep_going, force=force,
+                             force_only=force_only,
                              executor=executor, reporter=reporter, wait=not no_wait,
                              executor_options=options, use_remote=not no_remote,
                              push=push or None, lean=lean)
@@ -73,7 +79,8 @@ def run_cmd(g: Ctx, targets: tuple[str, ...], jobs: int | None, dry_run: bool,
     return 0 if result.ok else 1
 
 
-def _print_plan(plan: Any, dry: bool) -> None:
+def _print_plan(plan: Any, dry: bool, project: Any = None, verbose: bool = False
+                ) -> None:
     """Stale targets with their reasons: those that run, then those only restored from the
     cache (outs missing or edited by hand); in lean mode, the outs deliberately absent."""
     absent = plan.not_materialized
@@ -95,8 +102,8 @@ def _print_plan(plan: Any, dry: bool) -> None:
         else:
             verb = "modified"
         click.echo(f"{verb}: {n}")
-        for r in st.reasons:
-            click.echo(f"    {r.describe()}")
+        for line in reason_lines(st.reasons, project, verbose):
+            click.echo(f"    {line}")
     if not dry:
         for n, outs in absent.items():
             click.echo(f"not materialized (lean): {n}: {', '.join(outs)}")
@@ -116,6 +123,23 @@ def _print_plan(plan: Any, dry: bool) -> None:
                    "them from the remote first)")
 
 
+def reason_lines(reasons: Any, project: Any = None, verbose: bool = False) -> list[str]:
+    """The reasons worth reading: a target never built says so in one line (its missing
+    deps and stale upstreams follow from that; -v lists them), and an environment change
+    says what changed when mlmake remembers the environment it was built in."""
+    if not verbose and any(r.kind == "new" for r in reasons):
+        reasons = [r for r in reasons if r.kind in ("forced", "always", "new")]
+    lines = []
+    for r in reasons:
+        text = r.describe()
+        if r.kind == "env" and r.subject and project is not None:
+            detail = project.env_change(r.subject, r.old, r.new)
+            if detail:
+                text += f": {detail}"
+        lines.append(text)
+    return lines
+
+
 @command("status")
 @click.argument("targets", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print the states as JSON.")
@@ -124,7 +148,8 @@ def _print_plan(plan: Any, dry: bool) -> None:
 @pass_ctx
 def status_cmd(g: Ctx, targets: tuple[str, ...], as_json: bool, lean: bool | None) -> int:
     """Say which targets are stale and why (exit 1 when any is)."""
-    plan = g.project().status(targets, lean=lean or None)
+    project = g.project()
+    plan = project.status(targets, lean=lean or None)
     if as_json:
         data = {"stale": plan.stale, "run": plan.to_run, "restore": plan.to_restore,
                 "not_materialized": {n: list(v) for n, v in plan.not_materialized.items()},
@@ -133,15 +158,24 @@ def status_cmd(g: Ctx, targets: tuple[str, ...], as_json: bool, lean: bool | Non
                         "action": ("run" if plan.states[n].must_run else "restore")
                         if plan.states[n].stale else None,
                         "not_materialized": list(plan.states[n].absent),
-                        "reasons": [r.as_dict() for r in plan.states[n].reasons]}
+                        "reasons": [_reason_json(r, project) for r in plan.states[n].reasons]}
                     for n in plan.order}}
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     elif not g.quiet:
-        _print_plan(plan, dry=False)
+        _print_plan(plan, dry=False, project=project, verbose=g.verbose)
         if g.verbose:
             for line in plan.notes:
                 click.echo(f"note: {line}")
     return 1 if plan.stale else 0
+
+
+def _reason_json(r: Any, project: Any) -> dict[str, Any]:
+    d = r.as_dict()
+    if r.kind == "env" and r.subject:
+        detail = project.env_change(r.subject, r.old, r.new)
+        if detail:
+            d["detail"] = detail
+    return d
 
 
 @command("graph")
@@ -204,9 +238,12 @@ def _draw_text(data: dict[str, Any]) -> str:
 @pass_ctx
 def runs_cmd(g: Ctx, target: str | None, limit: int, as_json: bool) -> int:
     """List recorded target runs, newest first."""
-    recs = g.project().runs(target, limit)
+    project = g.project()
+    recs = project.runs(target, limit)
+    project_runs = {b["id"]: b for b in project.runs_store.builds(max(500, limit))}
     if as_json:
-        click.echo(json.dumps([r.as_json() for r in recs], indent=2, sort_keys=True))
+        click.echo(json.dumps([{**r.as_json(), "dirty": project_runs.get(r.build, {})
+                                .get("dirty")} for r in recs], indent=2, sort_keys=True))
         return 0
     if not recs:
         click.echo("no runs recorded yet")
@@ -217,15 +254,17 @@ def runs_cmd(g: Ctx, target: str | None, limit: int, as_json: bool) -> int:
     table = Table(box=None, pad_edge=False)
     for col in ("started", "target", "outcome", "duration", "commit", "trigger/build", "host"):
         table.add_column(col)
-    project_runs = {b["id"]: b for b in g.project().runs_store.builds(500)}
     for r in recs:
         b = project_runs.get(r.build, {})
         table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)), r.target,
                       r.outcome + (f" ({r.exit_code})" if r.outcome == "failed" and
                                    r.exit_code not in (None, 0) else ""),
-                      f"{r.duration:.2f}s", (r.commit or "")[:10],
+                      f"{r.duration:.2f}s",
+                      (r.commit or "")[:10] + ("+" if b.get("dirty") else ""),
                       f"{b.get('trigger', '?')} {r.build}", r.host)
     Console(width=max(100, _term_width())).print(table)
+    if any(project_runs.get(r.build, {}).get("dirty") for r in recs):
+        click.echo("+ built from a work tree with uncommitted changes to tracked files")
     return 0
 
 

@@ -23,17 +23,32 @@ def _size(n: int) -> str:
 @click.argument("rev", required=False, default=None)
 @click.argument("targets", nargs=-1)
 @click.option("--force", is_flag=True, help="Overwrite outs that were modified by hand.")
+@click.option("--metrics", is_flag=True,
+              help="Also write REV's metrics files from Git (they are committed, so a plain "
+                   "checkout leaves them as they are).")
 @pass_ctx
-def checkout_cmd(g: Ctx, rev: str | None, targets: tuple[str, ...], force: bool) -> int:
+def checkout_cmd(g: Ctx, rev: str | None, targets: tuple[str, ...], force: bool,
+                 metrics: bool) -> int:
     """Restore the outputs recorded in REV's Mlfile.lock; nothing runs.
 
-    Without REV, the work tree's Mlfile.lock (what `git checkout` just put there)."""
-    res = g.project().checkout(rev, targets, force)
+    Without REV, the work tree's Mlfile.lock (what `git checkout` just put there). Metrics
+    files are committed to Git and stay as they are unless --metrics is given; `git checkout
+    REV` with `mlmake hooks install` moves code, metrics and outputs together."""
+    res = g.project().checkout(rev, targets, force, metrics)
     if not g.quiet:
         for out in res.restored:
             click.echo(f"restored {out}")
+        for out in res.metrics_written:
+            click.echo(f"restored {out} (from Git)")
     for out in res.missing:
         click.echo(f"warning: {out} is not in the cache; `mlmake pull` or build it", err=True)
+    left = [m for m in res.metrics if m not in res.metrics_written]
+    if rev is not None and left and not metrics:
+        shown = ", ".join(left[:3]) + (" …" if len(left) > 3 else "")
+        click.echo(f"note: metrics files ({shown}) are committed to Git and were left as they "
+                   f"are, so they may not match these outputs. `mlmake checkout {rev} "
+                   "--metrics` writes them too; `git checkout REV` with `mlmake hooks "
+                   "install` moves code, metrics and outputs together.", err=True)
     click.echo(f"{res.commit[:10] if res.commit != 'workspace' else 'workspace'}: restored {len(res.restored)} · unchanged "
                f"{len(res.unchanged)} · missing {len(res.missing)}")
     return 1 if res.missing else 0
@@ -93,12 +108,20 @@ def gc_cmd(g: Ctx, scope: str, dry_run: bool, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps({"kept": res.kept, "removed": res.removed,
                                "bytes_freed": res.bytes_freed, "dry_run": dry_run,
-                               "runcache_removed": res.runcache_removed}, indent=2))
+                               "runcache_removed": res.runcache_removed,
+                               "items": [i.__dict__ for i in res.items]}, indent=2))
         return 0
     verb = "would remove" if dry_run else "removed"
-    if g.verbose or dry_run:
+    if not g.quiet:
+        for i in res.items:
+            where = f"{i.target}, commit {i.commit[:10]}" if i.commit else \
+                f"{i.target}, in the run cache only" if i.target else ""
+            what = f"{i.path} ({where})" if i.path else "objects no lock or run names"
+            click.echo(f"{verb} {what}: {_size(i.bytes)} in {i.objects} "
+                       f"object{'s' if i.objects != 1 else ''}")
+    if g.verbose:
         for oid in res.removed:
-            click.echo(f"{verb} {oid}")
+            click.echo(f"{verb} object {oid}")
     click.echo(f"{verb} {len(res.removed)} objects ({_size(res.bytes_freed)}), kept "
                f"{res.kept}; {res.runcache_removed} run-cache entries dropped")
     return 0

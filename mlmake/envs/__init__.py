@@ -55,7 +55,11 @@ def spec_digest(spec: EnvSpec, hasher: Hasher) -> str:
                   spec.network]
     else:
         parts += [spec.image or "", spec.network]
-    return hash_bytes(canonical(parts).encode())
+    digest = hash_bytes(canonical(parts).encode())
+    from mlmake.envs import changes  # so `status` can later say what changed
+
+    changes.remember(spec, digest, hasher)
+    return digest
 
 
 def requirement_refs(req: str, hasher: Hasher) -> list[list[str]]:

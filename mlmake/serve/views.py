@@ -54,6 +54,7 @@ def run_entry(project: Project, b: dict[str, Any], runner: Runner | None = None,
         "started_iso": _iso(b.get("started")), "finished": finished,
         "duration": round(end - b["started"], 3) if end is not None and b.get("started")
         else None,
+        "dirty": bool(b.get("dirty")),
         "params": b.get("params") or {}, "summary": counts, "message": b.get("message"),
         "host": b.get("host"), "executor": b.get("executor"),
         "url": f"/api/runs/{b['id']}",

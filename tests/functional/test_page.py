@@ -295,7 +295,7 @@ def test_run_history_shows_every_run_and_a_new_one_appears_without_a_reload(
     shown = [tr.get_attribute("data-run-id") for tr in view.page.locator("#runs tbody tr").all()]
     assert shown == [r["id"] for r in runs]          # newest first, CLI and API runs alike
     assert len(shown) >= 4
-    triggers = texts(view, "#runs tbody tr td.trigger")
+    triggers = texts(view, "#runs tbody tr td.trigger span.trig")
     assert "cli" in triggers and "api" in triggers
     view.page.evaluate("window.__same_page = true")
     run_id = served.trigger()
@@ -374,4 +374,83 @@ def test_a_wrong_token_gets_the_prompt_and_the_right_one_the_data(view: View) ->
     view.page.wait_for_selector("#dag svg g.node")
     # the 401 the wrong token got is the only error the console may show
     view.errors = [e for e in view.errors if "401" not in e]
+    view.assert_clean()
+
+
+def test_the_params_table_opens_at_its_first_column(view: View) -> None:
+    view.page.set_viewport_size({"width": 520, "height": 900})  # narrow: the table overflows
+    view.open()
+    view.page.wait_for_selector("#params thead th[data-commit]")
+    box = view.page.locator(".params-scroll")
+    time.sleep(0.3)  # let the layout settle after the charts are drawn
+    left, width, client = box.evaluate("e => [e.scrollLeft, e.scrollWidth, e.clientWidth]")
+    assert width > client, "the table must be wider than its box for this test to mean much"
+    assert left == 0
+    first = view.page.locator("#params thead th[data-commit]").first.bounding_box()
+    shown = box.bounding_box()
+    assert shown["x"] <= first["x"] and first["x"] + first["width"] <= shown["x"] + shown["width"]
+    view.assert_clean()
+
+
+def test_chart_legends_show_no_dash_until_a_point_is_hovered(view: View) -> None:
+    view.open()
+    chart = view.page.locator('#charts .chart[data-metric="accuracy"]')
+    chart.locator(".u-legend").wait_for()
+    legend = chart.locator(".u-legend")
+    assert "—" not in legend.text_content()
+    assert "accuracy" in legend.text_content()
+    over = chart.locator(".u-over").bounding_box()
+    view.page.mouse.move(over["x"] + over["width"] - 3, over["y"] + over["height"] / 2)
+    expect(legend).to_contain_text("0.9 at")
+    assert "—" not in legend.text_content()
+    view.assert_clean()
+
+
+def test_a_run_id_shows_in_full_on_hover_and_copies_in_full(view: View, served: Served) -> None:
+    view.page.context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                        origin=served.url)
+    view.open()
+    view.page.wait_for_selector("#runs tbody tr")
+    run_id = served.api("/api/runs")[-1]["id"]  # not the run the page opens with
+    td = view.page.locator(f'#runs tbody tr[data-run-id="{run_id}"] td[data-id]')
+    assert td.get_attribute("title") == run_id
+    assert len(td.locator(".id-short").text_content()) < len(run_id)
+    td.locator("button.copy").click()
+    expect(td.locator("button.copy[data-copied]")).to_have_text("✓")
+    assert view.page.evaluate("navigator.clipboard.readText()") == run_id
+    assert view.page.locator(f'#run-targets[data-run="{run_id}"]').count() == 0  # not a pick
+    view.assert_clean()
+
+
+def test_a_run_triggered_with_overrides_shows_them(view: View, served: Served) -> None:
+    api_run = next(r for r in served.api("/api/runs")
+                   if r["trigger"] == "api" and r["params"].get("train.lr") == 0.2)
+    view.open()
+    row = view.page.locator(f'#runs tbody tr[data-run-id="{api_run["id"]}"]')
+    expect(row.locator("td.trigger .overrides")).to_have_text("train.lr=0.2")
+    assert "params train.lr=0.2" in row.locator("td.trigger").get_attribute("title")
+    row.click()
+    expect(view.page.locator("#run-meta")).to_contain_text("params train.lr=0.2")
+    # a run without overrides shows none
+    cli_run = next(r for r in served.api("/api/runs") if r["trigger"] == "cli")
+    plain = view.page.locator(f'#runs tbody tr[data-run-id="{cli_run["id"]}"]')
+    assert plain.locator(".overrides").count() == 0
+    view.assert_clean()
+
+
+def test_a_run_made_on_a_dirty_work_tree_shows_its_commit_with_a_plus(view: View,
+                                                                       served: Served) -> None:
+    runs = served.api("/api/runs")
+    # the fixture's CLI builds ran on edited params before each commit; API runs build a
+    # clean worktree of a commit
+    dirty = [r for r in runs if r["dirty"]]
+    clean = [r for r in runs if not r["dirty"] and r["commit"]]
+    assert dirty and all(r["trigger"] == "cli" for r in dirty)
+    assert any(r["trigger"] == "api" for r in clean)
+    view.open()
+    view.page.wait_for_selector("#runs tbody tr")
+    for r in dirty + clean:
+        td = view.page.locator(f'#runs tbody tr[data-run-id="{r["id"]}"] td.commit')
+        assert td.text_content() == r["commit"][:7] + ("+" if r["dirty"] else "")
+        assert ("uncommitted changes" in td.get_attribute("title")) == r["dirty"]
     view.assert_clean()

@@ -33,10 +33,7 @@ PROJECT = {
         outs = ["model.txt"]
 
         [target.evaluate]
-        cmd = [
-          "mkdir -p metrics && cp model.txt report.txt",
-          "printf '{\\"chars\\": %s}\\n' $(wc -c < model.txt) > metrics/eval.json",
-        ]
+        cmd = "mkdir -p metrics && cp model.txt report.txt && printf '{\\"chars\\": %s}\\n' $(wc -c < model.txt) > metrics/eval.json"
         deps = ["model.txt"]
         outs = ["report.txt"]
         metrics = ["metrics/eval.json"]

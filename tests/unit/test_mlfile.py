@@ -212,12 +212,21 @@ def test_default_resources_are_one_cpu(tmp_path: Path):
     assert p.targets["t"].resources == Resources()
 
 
-def test_cmd_given_as_a_list_runs_each_step_in_turn(tmp_path: Path):
-    p = parse(tmp_path, """
+@pytest.mark.parametrize("argv, cmd", [
+    ('["echo", "hi"]', "echo hi"),
+    ('["python", "run.py", "--lr", "${train.lr}"]', "python run.py --lr 0.1"),
+    ('["echo", "a b", "$HOME", "x;y", "*"]', "echo 'a b' '$HOME' 'x;y' '*'"),
+    ('["echo", "--title=${train.title} run"]', "echo '--title=it'\"'\"'s run'"),
+])
+def test_cmd_given_as_a_list_is_an_argv_that_no_shell_reads(tmp_path: Path, argv: str,
+                                                             cmd: str):
+    p = parse(tmp_path, f"""
         [target.t]
-        cmd = ["mkdir -p out", "python run.py --lr ${train.lr}"]
-    """, {"params.toml": PARAMS_TOML})
-    assert p.targets["t"].cmd == "mkdir -p out && python run.py --lr 0.1"
+        cmd = {argv}
+    """, {"params.toml": PARAMS_TOML + 'title = "it\'s"\n'})
+    assert p.targets["t"].cmd == cmd
+    assert shlex.split(cmd) == [w.replace("${train.lr}", "0.1")
+                                .replace("${train.title}", "it's") for w in json.loads(argv)]
 
 
 def test_paths_are_normalized(tmp_path: Path):
@@ -225,7 +234,7 @@ def test_paths_are_normalized(tmp_path: Path):
         [target.t]
         cmd = "true"
         deps = ["./src/a.py", "data/prepared/", "src/../lib/b.py"]
-        outs = "models/"
+        outs = ["models/"]
     """)
     t = p.targets["t"]
     assert t.deps == ("src/a.py", "data/prepared", "lib/b.py")
@@ -583,6 +592,69 @@ BAD = [
         targets = ["a"]
         params = ["train.rl"]
      """, PARAMS, ["[endpoint.e]", "unknown param 'train.rl'", "Did you mean 'train.lr'?"], 5),
+    ("outs-a-string", """
+        [target.a]
+        cmd = "true"
+        outs = "model.pkl"
+     """, {}, ["target 'a': outs must be a list of strings, not a string",
+               'Write outs = ["model.pkl"]'], 3),
+    ("deps-a-string", """
+        [target.a]
+        cmd = "true"
+
+        deps = "src/a.py"
+     """, {}, ["target 'a': deps must be a list of strings", 'deps = ["src/a.py"]'], 4),
+    ("metrics-a-string", """
+        [target.a]
+        cmd = "true"
+        metrics = "m.json"
+     """, {}, ['metrics must be a list of strings', 'metrics = ["m.json"]'], 3),
+    ("after-a-string", """
+        [target.a]
+        cmd = "true"
+        [target.b]
+        cmd = "true"
+        after = "a"
+     """, {}, ['after must be a list of strings', 'after = ["a"]'], 5),
+    ("params-a-string", """
+        [target.a]
+        cmd = "true"
+        params = "train"
+     """, PARAMS, ['params must be a list of strings', 'params = ["train"]'], 3),
+    ("project-default-a-string", """
+        [project]
+        default = "a"
+        [target.a]
+        cmd = "true"
+     """, {}, ['[project] default must be a list of strings', 'default = ["a"]'], 2),
+    ("endpoint-targets-a-string", """
+        [target.a]
+        cmd = "true"
+        [endpoint.e]
+        targets = "a"
+     """, {}, ['[endpoint.e] targets must be a list of strings', 'targets = ["a"]'], 4),
+    ("outs-a-number-list", """
+        [target.a]
+        cmd = "true"
+        outs = [1, 2]
+     """, {}, ["outs must be a list of strings, not a list with other values"], 3),
+    ("cmd-list-of-shell-lines", """
+        [target.a]
+        cmd = ["mkdir -p out", "touch out/x"]
+     """, {}, ["cmd = [...] is the exec form", '"mkdir -p out" is not a program name',
+               'cmd = "mkdir -p out && touch out/x"'], 2),
+    ("cmd-list-with-a-number", """
+        [target.a]
+        cmd = ["sleep", 1]
+     """, {}, ["cmd is a list, so each item is one argument and must be a string"], 2),
+    ("cmd-empty-list", """
+        [target.a]
+        cmd = []
+     """, {}, ["target 'a' has an empty `cmd`"], 2),
+    ("cmd-a-number", """
+        [target.a]
+        cmd = 3
+     """, {}, ["target 'a': cmd must be a string, not int"], 2),
     ("missing-params-file", """
         [project]
         params = ["nope.yaml"]

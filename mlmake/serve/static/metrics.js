@@ -142,10 +142,11 @@ export function drawCharts(container, commits) {
         },
       ],
       series: [
-        { label: "commit", value: (u, v) => (v === null || v === undefined ? "—" : `${labels[v] ?? ""} ${commits[v]?.subject ?? ""}`.slice(0, 36)) },
+        // With no point under the cursor a legend says nothing rather than "—".
+        { label: "commit", value: (u, v) => (v === null || v === undefined ? "" : `${labels[v] ?? ""} ${commits[v]?.subject ?? ""}`.slice(0, 36)) },
         { label, stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.07)", spanGaps: true,
           points: { show: true, size: 6, fill: "#1f5fbf" },
-          value: (u, v, si, i) => (i === null || i === undefined ? "—" : `${fmt(v)} at ${labels[i]}`) },
+          value: (u, v, si, i) => (i === null || i === undefined || v === null || v === undefined ? "" : `${fmt(v)} at ${labels[i]}`) },
       ],
     };
     plots.push(new window.uPlot(opts, [xs, ys], plotDiv));
@@ -157,6 +158,11 @@ export function drawCharts(container, commits) {
  * charts' x axis), a value that changed from the commit before marked in bold with "Δ".
  */
 export function drawParams(table, commits) {
+  const box = table.parentElement;
+  // The table opens at its first column (the oldest commit, beside the param names); a
+  // redraw while runs progress keeps wherever the reader scrolled to.
+  const keepLeft = box && table.dataset.drawn ? box.scrollLeft : 0;
+  table.dataset.drawn = "1";
   const thead = table.tHead;
   const tbody = table.tBodies[0];
   thead.textContent = "";
@@ -198,7 +204,5 @@ export function drawParams(table, commits) {
       }
     });
   }
-  // Newest commits are on the right: show them first.
-  const box = table.parentElement;
-  if (box) box.scrollLeft = box.scrollWidth;
+  if (box) box.scrollLeft = keepLeft;
 }

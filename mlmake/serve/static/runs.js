@@ -70,6 +70,74 @@ function badge(sym, words, cls) {
   b.append(s, ` ${words}`);
   return b;
 }
+/** A run id: its distinctive end shown, the full id on hover and copied by the button. */
+function runId(id) {
+  const wrap = document.createElement("span");
+  wrap.className = "runid";
+  const text = document.createElement("span");
+  text.className = "id-short";
+  text.textContent = short(id);
+  const copy = document.createElement("button");
+  copy.type = "button";
+  copy.className = "copy";
+  copy.appendChild(copyIcon());
+  copy.title = `copy the run id ${id}`;
+  copy.setAttribute("aria-label", `copy run id ${id}`);
+  copy.dataset.copy = id;
+  copy.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    copyText(id).then(() => {
+      copy.textContent = "✓";
+      copy.dataset.copied = "";
+      setTimeout(() => { copy.textContent = ""; copy.appendChild(copyIcon()); delete copy.dataset.copied; }, 1200);
+    });
+  });
+  copy.addEventListener("keydown", (ev) => ev.stopPropagation());
+  wrap.append(text, copy);
+  return wrap;
+}
+/** Two overlapping sheets: drawn, so no font needs the glyph. */
+function copyIcon() {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 12 12");
+  svg.setAttribute("width", "11");
+  svg.setAttribute("height", "11");
+  svg.setAttribute("aria-hidden", "true");
+  for (const [x, y] of [[1, 1], [4, 4]]) {
+    const r = document.createElementNS(NS, "rect");
+    r.setAttribute("x", x); r.setAttribute("y", y);
+    r.setAttribute("width", "7"); r.setAttribute("height", "7"); r.setAttribute("rx", "1");
+    r.setAttribute("fill", x === 4 ? "#fff" : "none");
+    r.setAttribute("stroke", "currentColor"); r.setAttribute("stroke-width", "1.2");
+    svg.appendChild(r);
+  }
+  return svg;
+}
+function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.style.position = "fixed";
+  area.style.opacity = "0";
+  document.body.appendChild(area);
+  area.select();
+  try { document.execCommand("copy"); } finally { area.remove(); }
+  return Promise.resolve();
+}
+/** A run's param overrides as `key=value, …` (null when it has none). */
+export function overrides(r) {
+  return r.params && Object.keys(r.params).length
+    ? Object.entries(r.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ") : null;
+}
+/** A commit, short, with "+" when the run was made on a work tree with uncommitted changes. */
+function commitText(r) {
+  return r.commit ? r.commit.slice(0, 7) + (r.dirty ? "+" : "") : "–";
+}
+function commitTitle(r) {
+  if (!r.commit) return undefined;
+  return r.commit + (r.dirty ? "\nbuilt from a work tree with uncommitted changes to tracked files" : "");
+}
 function count(n, failed) {
   if (n === undefined || n === null) return ["–", "zero"];
   return [String(n), n === 0 ? "zero" : failed ? "nonzero-failed" : ""];
@@ -107,14 +175,23 @@ export function drawRuns(tbody, list, selected, seen, onSelect) {
     tr.dataset.status = r.status || "";
     tr.tabIndex = 0;
     const st = RUN_STATUS[r.status] || { sym: "?", cls: "st-queued" };
-    cell(tr, short(String(r.id)), "mono", String(r.id));
+    const idCell = cell(tr, runId(String(r.id)), "mono", String(r.id));
+    idCell.dataset.id = String(r.id);
     cell(tr, badge(st.sym, r.status || "unknown", st.cls));
     const trig = document.createElement("span");
-    trig.className = "clip";
+    trig.className = "clip trig";
     trig.textContent = r.trigger || "–";
-    cell(tr, trig, "trigger", (r.trigger || "") + (r.endpoint ? ` (endpoint ${r.endpoint})` : ""));
-    const sha = r.commit || "";
-    cell(tr, sha ? sha.slice(0, 7) : "–", "mono", sha || undefined);
+    const over = overrides(r);
+    const trigTd = cell(tr, trig, "trigger", (r.trigger || "") + (r.endpoint ? ` (endpoint ${r.endpoint})` : "")
+      + (over ? `\nparams ${over}` : ""));
+    if (over) {
+      const o = document.createElement("span");
+      o.className = "overrides clip";
+      o.textContent = over;
+      trigTd.append(document.createElement("br"), o);
+    }
+    const commitTd = cell(tr, commitText(r), "mono commit", commitTitle(r));
+    if (r.dirty) commitTd.dataset.dirty = "";
     cell(tr, when(r.started), null, r.started ? new Date(r.started * 1000).toLocaleString() : undefined);
     const took = cell(tr, duration(runSeconds(r)), "num");
     if (r.status === "running" && r.started) took.dataset.runningSince = r.started;
@@ -141,9 +218,8 @@ export function drawRun(meta, table, empty, r, selectedTarget, onSelect) {
     ["run ", String(r.id)], [" · ", `${st.sym} ${r.status}`], [" · trigger ", r.trigger || "–"],
   ];
   if (r.endpoint) bits.push([" · endpoint ", r.endpoint]);
-  if (r.commit) bits.push([" · commit ", r.commit.slice(0, 7)]);
-  const params = r.params && Object.keys(r.params).length
-    ? Object.entries(r.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ") : null;
+  if (r.commit) bits.push([" · commit ", commitText(r)]);
+  const params = overrides(r);
   if (params) bits.push([" · params ", params]);
   bits.push([" · took ", duration(runSeconds(r))]);
   for (const [label, value] of bits) {
