@@ -169,7 +169,43 @@ class Project:
         checker = self._checker()
         plan = checker.plan(names, requested=requested, lean=self._lean(lean))
         checker.hasher.cache.save()
+        if not targets:
+            self._record_noop(plan, ("status", "--lean") if lean else ("status",))
         return plan
+
+    def _record_noop(self, plan: Plan, asked: tuple[str, ...]) -> None:
+        """After a check that found nothing to do, write the file that lets the next one
+        answer from stats alone (mlmake.noop); only where stats can tell the whole story."""
+        from mlmake import noop
+        from mlmake.hashing import is_glob
+        from mlmake.params import DEFAULT_FILES
+
+        if plan.stale or plan.not_materialized:
+            return noop.forget(self.root)
+        files = [os.path.relpath(self.mlfile_path, self.root), *self.pipeline.params_files]
+        absent: list[str] = []
+        for rel in (os.path.relpath(self.lock_path, self.root), *DEFAULT_FILES):
+            (files if os.path.exists(os.path.join(self.root, rel)) else absent).append(rel)
+        trees: list[str] = []
+        globs: dict[str, list[str]] = {}
+        import glob as globmod
+
+        for n in plan.order:
+            t = self.graph.targets[n]
+            if t.always or t.env or t.resources.gpus:
+                return noop.forget(self.root)
+            paths = [*t.deps, *plan.states[n].implicit, *t.all_outs]
+            for p in paths:
+                if is_glob(p):
+                    matches = sorted(globmod.glob(p, root_dir=self.root, recursive=True))
+                    globs[p] = matches
+                    files += [m for m in matches
+                              if not os.path.isdir(os.path.join(self.root, m))]
+                elif os.path.isdir(os.path.join(self.root, p)):
+                    trees.append(p)
+                else:
+                    files.append(p)
+        noop.record(self.root, self.mlfile_path, asked, files, trees, absent, globs)
 
     def _lean(self, lean: bool | None) -> bool:
         return self.pipeline.lean if lean is None else lean
