@@ -50,6 +50,8 @@ class Closure:
 def programs(t: Target, root: str, env_pythonpath: str | None = None) -> list[Entry]:
     """The Python programs that `t.cmd` runs on files of the project (none for other
     commands). `env_pythonpath`: the PYTHONPATH the command inherits."""
+    if "python" not in t.cmd and "uv" not in t.cmd and ".py" not in t.cmd:
+        return []  # no shell parsing for the many commands that cannot run Python
     wdir = os.path.normpath(t.wdir).replace(os.sep, "/")
     found: list[Entry] = []
     for words in _commands(t.cmd):
