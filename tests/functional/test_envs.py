@@ -20,7 +20,7 @@ import zipfile
 
 import pytest
 
-from conftest import MLMAKE
+from conftest import MLMAKE, missing
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import docker_engine
@@ -288,7 +288,7 @@ def test_an_up_to_date_container_target_needs_no_engine(repo, engine):
 def engine():
     got = docker_engine.start()
     if isinstance(got, str):
-        pytest.skip(got)
+        missing(got)
     yield got
     got.stop()
 
