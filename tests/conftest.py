@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -103,6 +104,60 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    config.addinivalue_line("markers", "needs(module, reason): the test needs an optional part "
+                            "that `module` provides (skipped with the reason when it is absent)")
+
+
+# -- optional parts ------------------------------------------------------------------------------
+# s3fs, moto, Ray, Playwright, Chromium, Docker and scikit-learn are optional: a test that needs
+# one says so with @pytest.mark.needs(module, reason) or calls need()/missing(), and skips with
+# the reason when the part is absent (not pytest.importorskip, which CI cannot tell apart).
+# .ci/run installs every part and sets MLMAKE_REQUIRE_ALL=1: there such a test fails instead,
+# and a run with any skipped test fails, since a skip in CI hides a missing install step.
+REQUIRE_ALL = os.environ.get("MLMAKE_REQUIRE_ALL") == "1"
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip the test because an optional part is absent (fail it under MLMAKE_REQUIRE_ALL=1)."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (MLMAKE_REQUIRE_ALL=1: every optional part must be installed)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def need(module: str, reason: str) -> Any:
+    """The optional part's module, imported; `missing(reason)` when it cannot be."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        why = str(exc)
+    missing(f"{reason} ({why})")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        need(*mark.args)
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if REQUIRE_ALL and _skipped and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REQUIRE_ALL and _skipped:
+        terminalreporter.write_line(
+            f"error: {len(_skipped)} test(s) skipped under MLMAKE_REQUIRE_ALL=1 (the reasons are "
+            "above); every optional part and tool must be installed here, so the run fails",
+            red=True, bold=True)
 
 # -- a real S3 API (moto's server on loopback), for remote-cache tests -------------------------
 S3_SECRET = "fake-secret-123"  # the fake credential tests look for in files, logs and errors
@@ -122,8 +177,8 @@ def s3_server() -> Any:
     """moto's S3 API on 127.0.0.1, started once per test session; yields its endpoint URL."""
     import logging
 
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    pytest.importorskip("s3fs", reason="s3fs is not installed")
+    server_mod = need("moto.server", "the S3 tests need moto's server (pip install -e '.[test]')")
+    need("s3fs", "S3 remotes need s3fs (pip install 'mlmake[s3]')")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytest.importorskip("sklearn", reason="the examples need scikit-learn (pip install mlmake[test])")
+pytestmark = pytest.mark.needs("sklearn", "the examples need scikit-learn "
+                                "(pip install -e '.[examples]')")
 
 
 def test_digits_example_builds_and_is_then_up_to_date(repo):

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import Repo
+from conftest import Repo, missing, need
 
 CHROMIUM = os.environ.get("MLMAKE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -152,10 +152,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium not found at {CHROMIUM}: install Debian's package "
-                    "(apt-get install chromium) or set MLMAKE_CHROMIUM")
-    pytest.importorskip("playwright", reason="Playwright for Python is not installed "
-                        "(pip install -e '.[test]')")
+        missing(f"Chromium not found at {CHROMIUM}: install Debian's package "
+                "(apt-get install chromium) or set MLMAKE_CHROMIUM")
+    need("playwright", "Playwright for Python is not installed (pip install -e '.[test]')")
     base = tmp_path_factory.mktemp("page")
     home = base / "home"
     home.mkdir()

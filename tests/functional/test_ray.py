@@ -14,8 +14,8 @@ import pytest
 
 from conftest import MLMAKE, Repo
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mlmake[ray]')")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray,
+              pytest.mark.needs("ray", "Ray is not installed (pip install 'mlmake[ray]')")]
 
 
 @pytest.fixture(scope="module")

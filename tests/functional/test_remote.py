@@ -263,6 +263,7 @@ def test_secrets_never_reach_logs_lock_run_records_or_errors(repo, s3, tmp_path)
         assert SECRET not in text
 
 
+@pytest.mark.needs("s3fs", "S3 remotes need s3fs (pip install 'mlmake[s3]')")
 def test_an_unreachable_remote_warns_once_and_the_build_runs(repo):
     port = _free_port()  # nothing listens there
     repo.write({**PIPE, "Mlfile": (

@@ -156,7 +156,6 @@ def test_container_settings_for_a_job(tmp_path: Path):
 
 
 def test_containers_get_the_gpus_the_scheduler_pinned(tmp_path: Path):
-    pytest.importorskip("docker")
     rt = envs.Runtime("cuda", "docker", "d", image="img", network="host")
     cfg = docker_env.container_config(_job(tmp_path, ("2", "5"), gpus=2), rt)
     [req] = cfg["device_requests"]
