@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from mlmake import remotefs
+from mlmake.atomic import atomic_write, temp_name
 from mlmake.errors import RemoteError
 from mlmake.hashing import Entry, hash_bytes, hash_file, tree_digest
 from mlmake.remotefs import default_jobs, scrub, scrub_url, unlink
@@ -196,10 +196,7 @@ class Remote:
             return []  # an unreadable index hides its pack; its objects count as absent
         if cached and not os.path.exists(cached):
             os.makedirs(self.index_dir, exist_ok=True)  # type: ignore[arg-type]
-            tmp = f"{cached}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, cached)
+            atomic_write(cached, data, durable=True)
         return entries
 
     def present(self, oids: Iterable[str], area: str = "objects") -> set[str]:
@@ -366,7 +363,7 @@ class Remote:
             rel = f"objects/{oid[:2]}/{oid[2:]}"
             dest = store.object_path(oid)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            tmp = f"{dest}.{os.getpid()}-{secrets.token_hex(4)}.fetch.tmp"
+            tmp = temp_name(dest)
             try:
                 try:
                     self.backend.download(rel, tmp)

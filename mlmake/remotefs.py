@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import threading
 from typing import Any, Iterable, Iterator
 
+from mlmake.atomic import atomic_copy, atomic_write, is_temp, temp_name
 from mlmake.errors import RemoteError
 
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "azure", "oss", "memory"}
@@ -75,27 +75,17 @@ class LocalBackend:
             os.makedirs(d, exist_ok=True)
             with self._lock:
                 self._made.add(d)
-        return f"{full}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        return temp_name(full)
 
     def write(self, rel: str, data: bytes) -> None:
         full = self._full(rel)
-        tmp = self._tmp(full)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-            os.replace(tmp, full)
-        finally:
-            unlink(tmp)
+        self._tmp(full)
+        atomic_write(full, data, 0o644)
 
     def upload(self, rel: str, local: str) -> None:
         full = self._full(rel)
-        tmp = self._tmp(full)
-        try:
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, full)
-        finally:
-            unlink(tmp)
+        self._tmp(full)
+        atomic_copy(local, full, 0o644)
 
     def read(self, rel: str, start: int | None = None, end: int | None = None) -> bytes:
         with open(self._full(rel), "rb") as fh:
@@ -117,7 +107,7 @@ class LocalBackend:
         for d, _, files in os.walk(base):
             prefix = os.path.relpath(d, base).replace(os.sep, "/")
             for f in files:
-                if not f.endswith(".tmp"):
+                if not is_temp(f):
                     out.append(f if prefix == "." else f"{prefix}/{f}")
         return out
 
@@ -152,7 +142,7 @@ class FsspecBackend:
         if not self.renames:
             self.fs.pipe_file(full, data)
             return
-        tmp = f"{full}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        tmp = temp_name(full)
         self.fs.pipe_file(tmp, data)
         self.fs.mv(tmp, full)
 
@@ -162,7 +152,7 @@ class FsspecBackend:
         if not self.renames:
             self.fs.put_file(local, full)
             return
-        tmp = f"{full}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        tmp = temp_name(full)
         self.fs.put_file(local, tmp)
         self.fs.mv(tmp, full)
 
@@ -184,7 +174,7 @@ class FsspecBackend:
             return []
         n = len(self.fs._strip_protocol(base).rstrip("/")) + 1
         return [p[n:] for p in (self.fs._strip_protocol(f) for f in found)
-                if not p.endswith(".tmp")]
+                if not is_temp(p.rsplit("/", 1)[-1])]
 
     def probe(self) -> None:
         """Fail fast when the bucket (or the top of the remote) cannot be reached."""
