@@ -271,6 +271,8 @@ class Project:
         started = time.time()
         runs.start_build(build_id, trigger, commit, started, order, runner.name,
                          params=self.param_overrides or None)
+        for message in runs.recovered:
+            reporter.emit(ev.Notice(message, "warning"))
         ctx = BuildContext(build_id=build_id, pipeline=self.pipeline, graph=self.graph,
                            lock=lock, checker=checker, hasher=checker.hasher, executor=runner,
                            reporter=reporter, runs=runs,
@@ -317,6 +319,7 @@ class Project:
 
     @contextmanager
     def _project_lock(self, wait: bool, reporter: ev.Reporter) -> Iterator[None]:
+        from mlmake import recovery
         from mlmake.filelock import file_lock, holder
 
         path = self.state_path("run.lock")
@@ -325,7 +328,16 @@ class Project:
             if not got:
                 raise BusyError(f"another mlmake run (pid {holder(path)}) is building this "
                                 "project; wait for it or drop --no-wait.")
-            yield
+            with recovery.session(self.state_dir, self.shared_path(), self.root,
+                                  self._all_outs(),
+                                  lambda m: reporter.emit(ev.Notice(m, "warning"))):
+                yield
+
+    def _all_outs(self) -> list[str]:
+        try:
+            return [o for t in self.pipeline.targets.values() for o in t.all_outs]
+        except MlmakeError:
+            return []
 
     def trigger(self, endpoint: str, params: dict[str, Any] | None = None,
                 rev: str | None = None, reporter: ev.Reporter | None = None) -> str:
