@@ -18,10 +18,11 @@ TEMP_MARK = ".mlmake-tmp-"
 _LEGACY_AGE_S = 60.0
 
 
-def temp_name(path: str) -> str:
-    """A name beside `path` that no other call (thread or process) picks."""
+def temp_name(path: str, tag: str = "") -> str:
+    """A name beside `path` that no other call (thread or process) picks; `tag` names the
+    host on storage that several machines share (a directory remote)."""
     return (f"{path}{TEMP_MARK}{os.getpid()}-{threading.get_ident() & 0xffffff:x}-"
-            f"{secrets.token_hex(4)}")
+            f"{secrets.token_hex(4)}{tag}")
 
 
 def is_temp(name: str, owned: bool = True) -> bool:
@@ -31,18 +32,18 @@ def is_temp(name: str, owned: bool = True) -> bool:
 
 
 def atomic_write(path: str, data: bytes | str, mode: int | None = None,
-                 durable: bool = False) -> None:
+                 durable: bool = False, tag: str = "") -> None:
     """Replace `path` with `data` atomically (file contents fsynced before the rename);
     `durable` also fsyncs the directory, so the rename itself survives a power loss
     (for the lock, the run cache and remote indexes)."""
     write_with(path, lambda fh: fh.write(data.encode() if isinstance(data, str) else data),
-               mode, durable)
+               mode, durable, tag)
 
 
 def write_with(path: str, fill: Callable[[object], object], mode: int | None = None,
-               durable: bool = False) -> None:
+               durable: bool = False, tag: str = "") -> None:
     """Like atomic_write, with `fill(fh)` writing into the binary temp file."""
-    tmp = temp_name(path)
+    tmp = temp_name(path, tag)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -63,12 +64,12 @@ def write_with(path: str, fill: Callable[[object], object], mode: int | None = N
         fsync_dir(os.path.dirname(path) or ".")
 
 
-def atomic_copy(src: str, path: str, mode: int | None = None) -> None:
+def atomic_copy(src: str, path: str, mode: int | None = None, tag: str = "") -> None:
     """Copy `src` to `path` atomically (fsynced)."""
     def fill(fh: object) -> None:
         with open(src, "rb") as s:
             shutil.copyfileobj(s, fh, 1 << 20)  # type: ignore[misc]
-    write_with(path, fill, mode)
+    write_with(path, fill, mode, tag=tag)
 
 
 def fsync_file(path: str) -> None:
@@ -118,6 +119,21 @@ def _orphaned(name: str, now: float, path: str) -> bool:
                 if os.path.isdir("/proc") else not _alive(int(pid))
     try:  # an older naming scheme: trust only its age
         return now - os.lstat(path).st_mtime > _LEGACY_AGE_S
+    except OSError:
+        return False
+
+
+def orphaned_remote_temp(name: str, path: str, host_tag: str | None = None) -> bool:
+    """Whether a temp file on shared storage belongs to a dead writer: one of this host
+    (tagged `@host`) whose pid is gone, or any left for longer than an hour."""
+    import socket
+
+    tag = host_tag or "@" + "".join(c for c in socket.gethostname()
+                                    if c.isalnum() or c in "-_")[:40]
+    if name.endswith(tag):
+        return _orphaned(name[:-len(tag)], time.time(), path)
+    try:
+        return time.time() - os.lstat(path).st_mtime > 3600
     except OSError:
         return False
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import threading
 from typing import Any, Iterable, Iterator
 
-from mlmake.atomic import atomic_copy, atomic_write, is_temp, temp_name
+from mlmake.atomic import (atomic_copy, atomic_write, is_temp, orphaned_remote_temp,
+                           temp_name)
 from mlmake.errors import RemoteError
 
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "azure", "oss", "memory"}
@@ -56,6 +58,8 @@ def scrub(text: str, options: Iterable[tuple[str, Any]] = ()) -> str:
 
 
 # -- backends -----------------------------------------------------------------------------------
+_HOST = "@" + "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_")[:40]
+
 class LocalBackend:
     """A directory remote (local disk or NFS): plain os calls, temp name + rename."""
 
@@ -75,17 +79,17 @@ class LocalBackend:
             os.makedirs(d, exist_ok=True)
             with self._lock:
                 self._made.add(d)
-        return temp_name(full)
+        return temp_name(full, _HOST)
 
     def write(self, rel: str, data: bytes) -> None:
         full = self._full(rel)
         self._tmp(full)
-        atomic_write(full, data, 0o644)
+        atomic_write(full, data, 0o644, tag=_HOST)
 
     def upload(self, rel: str, local: str) -> None:
         full = self._full(rel)
         self._tmp(full)
-        atomic_copy(local, full, 0o644)
+        atomic_copy(local, full, 0o644, tag=_HOST)
 
     def read(self, rel: str, start: int | None = None, end: int | None = None) -> bytes:
         with open(self._full(rel), "rb") as fh:
@@ -109,6 +113,8 @@ class LocalBackend:
             for f in files:
                 if not is_temp(f):
                     out.append(f if prefix == "." else f"{prefix}/{f}")
+                elif orphaned_remote_temp(f, os.path.join(d, f)):
+                    unlink(os.path.join(d, f))  # a killed upload's: it never became visible
         return out
 
     def probe(self) -> None:
