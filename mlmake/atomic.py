@@ -32,18 +32,21 @@ def is_temp(name: str, owned: bool = True) -> bool:
 
 
 def atomic_write(path: str, data: bytes | str, mode: int | None = None,
-                 durable: bool = False, tag: str = "") -> None:
+                 durable: bool = False, tag: str = "", tmp_dir: str | None = None) -> None:
     """Replace `path` with `data` atomically (file contents fsynced before the rename);
     `durable` also fsyncs the directory, so the rename itself survives a power loss
     (for the lock, the run cache and remote indexes)."""
     write_with(path, lambda fh: fh.write(data.encode() if isinstance(data, str) else data),
-               mode, durable, tag)
+               mode, durable, tag, tmp_dir)
 
 
 def write_with(path: str, fill: Callable[[object], object], mode: int | None = None,
-               durable: bool = False, tag: str = "") -> None:
-    """Like atomic_write, with `fill(fh)` writing into the binary temp file."""
-    tmp = temp_name(path, tag)
+               durable: bool = False, tag: str = "", tmp_dir: str | None = None) -> None:
+    """Like atomic_write, with `fill(fh)` writing into the binary temp file. `tmp_dir`
+    (on the same filesystem) holds the temp file instead of `path`'s directory, so that
+    leftovers are found with one listing."""
+    tmp = temp_name(path if tmp_dir is None else os.path.join(tmp_dir, os.path.basename(path)),
+                    tag)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -64,12 +67,13 @@ def write_with(path: str, fill: Callable[[object], object], mode: int | None = N
         fsync_dir(os.path.dirname(path) or ".")
 
 
-def atomic_copy(src: str, path: str, mode: int | None = None, tag: str = "") -> None:
+def atomic_copy(src: str, path: str, mode: int | None = None, tag: str = "",
+                tmp_dir: str | None = None) -> None:
     """Copy `src` to `path` atomically (fsynced)."""
     def fill(fh: object) -> None:
         with open(src, "rb") as s:
             shutil.copyfileobj(s, fh, 1 << 20)  # type: ignore[misc]
-    write_with(path, fill, mode, tag=tag)
+    write_with(path, fill, mode, tag=tag, tmp_dir=tmp_dir)
 
 
 def fsync_file(path: str) -> None:

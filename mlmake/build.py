@@ -227,9 +227,14 @@ class Builder:
                 t.name, "failed", duration, 0, log_path,
                 f"the command succeeded but did not write '{missing[0]}'; fix the command or "
                 "the target's outs", state.key), started, state)
-        if t.cache:
-            self.save(t, outs, entries_of)
-            ctx.runcache.put(state.key, t.name, outs)  # type: ignore[arg-type]
+        if t.cache:  # crash order: objects, then links, run cache, lock entry, run record
+            try:
+                self.save(t, outs, entries_of)
+                ctx.runcache.put(state.key, t.name, outs)  # type: ignore[arg-type]
+            except (StoreError, OSError) as exc:
+                self._keep_old_outs(t)
+                return self._finish(t, Outcome(t.name, "failed", duration, 0, log_path,
+                                               str(exc), state.key), started, state)
         with ctx.mutex:
             ctx.ran.add(t.name)
             ctx.lock.entries[t.name] = state.entry(t.cmd, outs)
@@ -238,6 +243,22 @@ class Builder:
             ctx.remote.upload(t.name, state.key, outs)
         return self._finish(t, Outcome(t.name, "ran", duration, 0, log_path, key=state.key,
                                        node=result.node), started, state, outs)
+
+    def _keep_old_outs(self, t: Target) -> None:
+        """After the store refused a result (full disk, read-only cache), put back the outs
+        its lock entry records, when the cache still has them."""
+        ctx = self.ctx
+        entry = ctx.lock.entries.get(t.name)
+        if entry is None:
+            return
+        for out, rec in entry.outs.items():
+            try:
+                if out in t.metrics:
+                    ctx.store.export(rec, os.path.join(ctx.pipeline.root, out))
+                else:
+                    ctx.store.restore(out, rec)
+            except (StoreError, OSError):
+                pass  # left as the command wrote it: stale against the lock, rebuilt next run
 
     def save(self, t: Target, outs: dict[str, dict[str, Any]],
              entries_of: dict[str, list[Entry]]) -> None:

@@ -456,6 +456,22 @@ class Project:
             return None
         return partial(sync.BuildRemote, r, lookup=use_remote, push=bool(push))
 
+    def doctor(self, remote: str | None = None, check_remote: bool = True) -> Any:
+        """Verify every object of the local cache and of the remote (`check_remote`), remove
+        corrupt local objects and replace corrupt remote copies with good local ones; a
+        `doctor.DoctorReport` says what was checked and repaired."""
+        from mlmake import doctor
+
+        with self._project_lock(True, ev.NullReporter()):
+            needed = [(out, rec) for e in Lock.read(self.lock_path).entries.values()
+                      for out, rec in e.outs.items()]
+            r = self.remote(remote) if check_remote else None
+            try:
+                return doctor.check(self.store(), r, needed)
+            finally:
+                if r is not None:
+                    r.close()
+
     def push(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
              jobs: int | None = None, all_commits: bool = False, callback: Any = None) -> Any:
         """Upload the objects that the selected targets' lock entries (of the work tree, or

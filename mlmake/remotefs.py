@@ -58,6 +58,7 @@ def scrub(text: str, options: Iterable[tuple[str, Any]] = ()) -> str:
 
 
 # -- backends -----------------------------------------------------------------------------------
+TMP_DIR = "staging"  # a directory remote's temporary files, renamed into place
 _HOST = "@" + "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_")[:40]
 
 class LocalBackend:
@@ -74,22 +75,38 @@ class LocalBackend:
         return os.path.join(self.root, *rel.split("/"))
 
     def _tmp(self, full: str) -> str:
-        d = os.path.dirname(full)
-        if d not in self._made:
-            os.makedirs(d, exist_ok=True)
-            with self._lock:
-                self._made.add(d)
-        return temp_name(full, _HOST)
+        """Make `full`'s directory; returns the remote's directory for temporary files
+        (one for all, so a push finds what killed uploads left with one listing)."""
+        tmp = os.path.join(self.root, TMP_DIR)
+        for d in (os.path.dirname(full), tmp):
+            if d not in self._made:
+                os.makedirs(d, exist_ok=True)
+                with self._lock:
+                    self._made.add(d)
+        return tmp
 
     def write(self, rel: str, data: bytes) -> None:
         full = self._full(rel)
-        self._tmp(full)
-        atomic_write(full, data, 0o644, tag=_HOST)
+        atomic_write(full, data, 0o644, tag=_HOST, tmp_dir=self._tmp(full))
 
     def upload(self, rel: str, local: str) -> None:
         full = self._full(rel)
-        self._tmp(full)
-        atomic_copy(local, full, 0o644, tag=_HOST)
+        atomic_copy(local, full, 0o644, tag=_HOST, tmp_dir=self._tmp(full))
+
+    def sweep(self) -> int:
+        """Remove what uploads killed mid-way left (this host's dead writers, or any older
+        than an hour)."""
+        tmp = os.path.join(self.root, TMP_DIR)
+        try:
+            names = os.listdir(tmp)
+        except OSError:
+            return 0
+        n = 0
+        for f in names:
+            if orphaned_remote_temp(f, os.path.join(tmp, f)):
+                unlink(os.path.join(tmp, f))
+                n += 1
+        return n
 
     def read(self, rel: str, start: int | None = None, end: int | None = None) -> bytes:
         with open(self._full(rel), "rb") as fh:
@@ -100,6 +117,9 @@ class LocalBackend:
 
     def download(self, rel: str, local: str) -> None:
         shutil.copyfile(self._full(rel), local)
+
+    def remove(self, rel: str) -> None:
+        unlink(self._full(rel))
 
     def exists(self, rel: str) -> bool:
         return os.path.isfile(self._full(rel))
@@ -167,6 +187,12 @@ class FsspecBackend:
 
     def download(self, rel: str, local: str) -> None:
         self.fs.get_file(self._full(rel), local)
+
+    def remove(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self._full(rel))
+        except FileNotFoundError:
+            pass
 
     def exists(self, rel: str) -> bool:
         return bool(self.fs.exists(self._full(rel)))

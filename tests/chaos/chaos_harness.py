@@ -2,7 +2,7 @@
 leaves behind is consistent and that a rerun converges to a clean build's bytes.
 
 Used by tests/chaos/test_chaos.py (a fixed set of seeds, and `--chaos-trials N`) and by
-`python tests/chaos/harness.py N` for long runs.
+`python tests/chaos/chaos_harness.py N` for long runs.
 """
 
 from __future__ import annotations
