@@ -263,6 +263,7 @@ class Chaos:
             r = run(self.root, *self._args(op, random.Random(0)))
             self.durations[op] = time.monotonic() - t0
             self._converge("A")
+        self.calibrated = dict(self.durations)
 
     # -- one trial ------------------------------------------------------------------------
     def _prepare(self, op: str, rev: str, rng: random.Random) -> None:
@@ -325,6 +326,10 @@ class Chaos:
         tally.trials += 1
         tally.by_op[op] = tally.by_op.get(op, 0) + 1
         killed = code == -signal.SIGKILL
+        # follow the machine's load: the window of instants shrinks while commands finish
+        # before the kill, and grows back while they are killed mid-way
+        self.durations[op] = max(0.3, min(self.calibrated[op] * 2,
+                                          self.durations[op] * (1.05 if killed else 0.85)))
         tally.killed += killed
         left = temps(self.root, self.remote)
         st = run(self.root, "status")
