@@ -27,6 +27,8 @@ def test_temp_names_are_unique_across_threads_of_one_process(tmp_path: Path):
 
 
 def test_threads_writing_one_file_leave_one_whole_version_and_no_temps(tmp_path: Path):
+    tmp_path = tmp_path / "d"
+    tmp_path.mkdir()
     path = str(tmp_path / "lock")
     versions = [bytes([65 + i]) * 100_000 for i in range(8)]
     threads = [threading.Thread(target=lambda v=v: [atomic.atomic_write(path, v, durable=True)
@@ -40,6 +42,8 @@ def test_threads_writing_one_file_leave_one_whole_version_and_no_temps(tmp_path:
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path):
+    tmp_path = tmp_path / "d"
+    tmp_path.mkdir()
     path = tmp_path / "f"
     path.write_bytes(b"old")
 
