@@ -159,9 +159,13 @@ class Remote:
             self._pool = None
 
     def check(self) -> None:
-        """Raise RemoteError when the remote cannot be reached (a quick probe)."""
+        """Raise RemoteError when the remote cannot be reached (a quick probe); a directory
+        remote also drops what uploads killed mid-way left in its staging directory."""
         with self.errors("reach"):
             self.backend.probe()
+            sweep = getattr(self.backend, "sweep", None)
+            if sweep is not None:
+                sweep()
 
     # -- existence --------------------------------------------------------------------------
     def packed(self, refresh: bool = False) -> dict[str, tuple[str, int, int]]:
@@ -255,9 +259,6 @@ class Remote:
                 local[oid] = os.stat(store.object_path(oid)).st_size
             except FileNotFoundError:
                 moved.missing.append(oid)
-        sweep = getattr(self.backend, "sweep", None)
-        if sweep is not None:
-            sweep()
         there = self.present(local)
         for oid in sorted(there & self.suspects()):
             if not self.intact_copy(oid):  # a pull found it corrupt: replace it now

@@ -346,6 +346,8 @@ class Chaos:
             diff = sorted(k for k in set(got) | set(self.ref[rev])
                           if got.get(k) != self.ref[rev].get(k))
             problems.append(f"{len(diff)} files differ from a clean build: {diff[:5]}")
+        if op == "push":  # the next push (the next use of the remote) cleans up after it;
+            problems += self._check_remote(rev)  # then the remote serves `rev` complete
         bad = bad_objects(self.root / ".mlmake" / "cache") + [
             f"remote:{o}" for o in bad_objects(self.remote / "objects")]
         if bad:
@@ -353,8 +355,6 @@ class Chaos:
         left = temps(self.root, self.remote)
         if left:
             problems.append(f"temporary files left: {left[:5]}")
-        if op == "push":  # the remote must serve a complete, intact copy of `rev`
-            problems += self._check_remote(rev)
         if problems:
             tally.wrong += 1
             tally.failures.append(f"seed {seed} op {op} {' '.join(args)} rev {rev} "

@@ -111,6 +111,9 @@ def round_two_pushes(base: Path, i: int, remote_toml: str, remote_dir: Path | No
     a = make_repo(base / f"push-a-{i}", remote_toml, 1000 + i)
     b = base / f"push-b-{i}"
     git(base, "clone", "-q", str(a), str(b))
+    for k, v in (("user.email", "t@example.com"), ("user.name", "T"),
+                 ("commit.gpgsign", "false")):
+        git(b, "config", k, v)
     (b / "params.toml").write_text(f"[p]\nn = {2000 + i}\n")
     git(b, "commit", "-q", "-am", "other params")
     problems = []

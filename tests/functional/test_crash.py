@@ -242,6 +242,23 @@ def test_push_replaces_a_corrupt_remote_object_that_a_pull_found(repo: Repo, tmp
     assert repo.mlmake("push").err.count("replaced") == 0  # said once
 
 
+def test_the_next_push_removes_what_a_killed_upload_left_on_a_directory_remote(
+        repo: Repo, tmp_path: Path):
+    import socket
+
+    remote = tmp_path / "team-cache"
+    repo.write(PIPE)
+    with_dir_remote(repo, remote)
+    assert repo.mlmake().code == 0 and repo.mlmake("push").code == 0
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_")[:40]
+    dead = remote / "staging" / f"abc.mlmake-tmp-999999999-1-ab@{host}"
+    dead.write_text("half an upload")
+    other = remote / "staging" / f"abc.mlmake-tmp-{os.getppid()}-1-ab@{host}"
+    other.write_text("a live upload")
+    assert repo.mlmake("push").code == 0
+    assert not dead.exists() and other.exists()
+
+
 def test_doctor_repairs_the_local_cache_and_the_remote(repo: Repo, tmp_path: Path):
     remote = tmp_path / "team-cache"
     repo.write(PIPE)
