@@ -107,9 +107,35 @@ class Store:
         object or the whole one (what a lock entry may name). A full disk or a read-only
         cache raises StoreError naming the path and the space needed, leaving nothing.
         """
+        staged = self._stage(src, oid, executable, move)
+        if staged is not None:
+            atomic.fsync_file(staged)
+            self._commit(staged, oid, src)
+
+    def add_files(self, files: list[tuple[str, str, bool]], move: bool = True) -> None:
+        """add_file for many (src, oid, executable) at once: all staged, one filesystem sync,
+        then all renamed (a 1,000-file directory out costs one sync, not 1,000 fsyncs)."""
+        staged: list[tuple[str, str, str]] = []
+        try:
+            for src, oid, executable in files:
+                tmp = self._stage(src, oid, executable, move)
+                if tmp is not None:
+                    staged.append((tmp, oid, src))
+            if staged:
+                atomic.sync_fs(self.path)
+            while staged:
+                tmp, oid, src = staged.pop()
+                self._commit(tmp, oid, src)
+        finally:
+            for tmp, _, _ in staged:
+                _unlink(tmp)
+
+    def _stage(self, src: str, oid: str, executable: bool, move: bool) -> str | None:
+        """A read-only temporary copy (or link) of `src` beside the object `oid`; None when
+        the object is already stored."""
         dest = self.object_path(oid)
         if os.path.exists(dest):
-            return
+            return None
         tmp = atomic.temp_name(dest)
         try:
             self._mkdir(os.path.dirname(dest))
@@ -122,8 +148,15 @@ class Store:
                     pass
             if not linked:
                 shutil.copyfile(src, tmp)
-            atomic.fsync_file(tmp)
             os.chmod(tmp, _RO_EXEC if executable else _RO)
+        except OSError as exc:
+            _unlink(tmp)
+            raise self._write_error(exc, src) from None
+        return tmp
+
+    def _commit(self, tmp: str, oid: str, src: str) -> None:
+        dest = self.object_path(oid)
+        try:
             os.replace(tmp, dest)
         except OSError as exc:
             _unlink(tmp)
@@ -234,9 +267,11 @@ class Store:
         full = os.path.join(self.root, out)
         if record["type"] == "dir":
             assert entries is not None
+            self.add_files([(os.path.join(full, e.path), e.hash, e.executable)
+                            for e in entries], move=link)
             for e in entries:
                 self._save_file(os.path.join(full, e.path), e.hash, e.executable, link)
-            self.add_manifest(entries)
+            self.add_manifest(entries)  # last: a manifest names only complete objects
         else:
             self._save_file(full, record["hash"], bool(record.get("exec")), link)
 
