@@ -125,7 +125,8 @@ class Builder:
             return self._finish(t, Outcome(name, "failed", key=None, message=(
                 f"dep '{missing[0]}' is missing after its upstream ran; check that the "
                 "upstream target writes it")), started, state)
-        if la is not None and state is la.states.get(name) and name in la.reusable:
+        foreseen = la is not None and state is la.states.get(name) and name in la.reusable
+        if foreseen:
             recs = la.reusable[name]  # the lookahead found them with these very inputs
         else:
             recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)
@@ -139,6 +140,9 @@ class Builder:
                     ctx.reporter.emit(ev.Notice(f"{t.name}: {exc} Running it instead.",
                                                 "warning"))  # (the remote lacks it: quiet)
             else:
+                if not foreseen:  # (another build's result): downstream states are re-read
+                    with ctx.mutex:
+                        ctx.ran.add(name)
                 return outcome
         try:
             self.materialize_inputs(t)

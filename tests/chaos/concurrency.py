@@ -183,6 +183,68 @@ def round_gc_during_build(base: Path, i: int) -> list[str]:
     return problems
 
 
+ENDPOINTS = """
+[endpoint.left]
+targets = ["a", "all"]
+
+[endpoint.right]
+targets = ["b", "all"]
+"""
+
+
+def round_serve_and_cli(base: Path, i: int) -> list[str]:
+    """Two endpoints sharing targets built as `mlmake serve` does (threads, worktrees
+    sharing the cache) while the user runs `mlmake` in the work tree with other params."""
+    import threading
+
+    from mlmake import Project
+
+    repo = make_repo(base / f"serve-{i}", 'url = "/nonexistent-remote"', 3000 + i)
+    with open(repo / "Mlfile", "a") as fh:
+        fh.write(ENDPOINTS)
+    git(repo, "commit", "-q", "-am", "endpoints")
+    (repo / "params.toml").write_text(f"[p]\nn = {4000 + i}\n")  # the user's edit
+    project = Project(str(repo))
+    ids: dict[str, str] = {}
+    errors: list[str] = []
+
+    def trigger(name: str) -> None:
+        try:
+            ids[name] = project.trigger(name)
+        except Exception as exc:  # noqa: BLE001 - reported as a problem of the round
+            errors.append(f"trigger {name}: {exc!r}")
+
+    threads = [threading.Thread(target=trigger, args=(n,)) for n in ("left", "right")]
+    user = spawn(repo, "--no-remote")
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    _, err = user.communicate(timeout=300)
+    problems = list(errors)
+    if user.returncode != 0:
+        problems.append(f"the user's run: exit {user.returncode}: {err[-300:]}")
+    for name, build in ids.items():
+        rec = project.runs_store.build(build)
+        if rec is None or rec["status"] != "succeeded":
+            why = [f"{r.target} {r.outcome}: {r.message}"
+                   for r in project.runs_store.runs(build=build) if r.outcome == "failed"]
+            problems.append(f"endpoint {name}: {rec and rec['status']} {why}")
+    lost = ALL - lock_entries(repo)
+    if lost:
+        problems.append(f"lost lock entries: {sorted(lost)}")
+    bad = bad_objects(repo / ".mlmake" / "cache")
+    if bad:
+        problems.append(f"corrupt objects: {bad}")
+    st = run(repo, "status")
+    if st.returncode != 0:
+        problems.append(f"the work tree is stale: {st.stdout[-300:]}")
+    if git(repo, "status", "--porcelain", "--", "params.toml").strip() != "M params.toml":
+        problems.append("the user's params edit was touched")
+    shutil.rmtree(repo)
+    return problems
+
+
 def moto() -> tuple[Any, str]:
     import logging
 
@@ -217,7 +279,8 @@ def main(argv: list[str]) -> int:
     client = boto3.client("s3", endpoint_url=endpoint)
     wrong = 0
     try:
-        names = [n for n in ("two runs", "dir pushes", "s3 pushes", "gc during build")
+        names = [n for n in ("two runs", "dir pushes", "s3 pushes", "gc during build",
+                             "serve and cli")
                  if len(argv) < 3 or n.startswith(argv[2])]
         for name in names:
             t0, failed = time.monotonic(), 0
@@ -232,8 +295,10 @@ def main(argv: list[str]) -> int:
                     bucket = f"conc-{i}"
                     client.create_bucket(Bucket=bucket)
                     problems = round_two_pushes(base, i, s3_toml(endpoint, bucket), None)
-                else:
+                elif name == "gc during build":
                     problems = round_gc_during_build(base, i)
+                else:
+                    problems = round_serve_and_cli(base, i)
                 if problems:
                     failed += 1
                     print(f"WRONG {name} round {i}: {' | '.join(problems)}", flush=True)

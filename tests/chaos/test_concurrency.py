@@ -1,6 +1,6 @@
 """A few rounds of the concurrency bench (tests/chaos/concurrency.py, which runs ≥ 50):
 two runs in one project, two clones pushing to one remote (a directory, an S3 bucket), gc
-during a build — no corrupt object, no lost lock entry."""
+during a build, served endpoints sharing targets while the user builds — no corrupt object, no lost lock entry."""
 
 from __future__ import annotations
 
@@ -27,3 +27,7 @@ def test_two_clones_pushing_to_one_bucket_at_once(tmp_path: Path, s3: dict[str, 
 
 def test_gc_during_a_build_keeps_what_the_lock_needs(tmp_path: Path) -> None:
     assert bench.round_gc_during_build(tmp_path, 3) == []
+
+
+def test_serve_endpoints_sharing_targets_while_the_user_builds(tmp_path: Path) -> None:
+    assert bench.round_serve_and_cli(tmp_path, 0) == []
