@@ -117,6 +117,8 @@ class Builder:
         needed = la is None or name in la.needed
         if not state.stale or (not needed and all(r.kind == "out-missing"
                                                   for r in state.reasons)):
+            if not state.stale and t.cache:
+                self._store_uncached(t)
             outcome = Outcome(name, "uptodate", key=state.key)
             ctx.reporter.emit(ev.TargetFinished(outcome))
             return outcome
@@ -247,6 +249,27 @@ class Builder:
             ctx.remote.upload(t.name, state.key, outs)
         return self._finish(t, Outcome(t.name, "ran", duration, 0, log_path, key=state.key,
                                        node=result.node), started, state, outs)
+
+    def _store_uncached(self, t: Target) -> None:
+        """Store the outs of an up-to-date target that the cache lacks (a run killed between
+        the command and its store left them only in the work tree, where they match the
+        lock): one stat per out, since a directory's manifest is stored last."""
+        ctx = self.ctx
+        entry = ctx.lock.entries.get(t.name)
+        if entry is None:
+            return
+        store = ctx.store
+        if all(out in t.metrics or store.has(rec["hash"] + (
+                ".dir" if rec.get("type") == "dir" else "")) for out, rec in entry.outs.items()):
+            return
+        outs, missing, entries_of = self.hash_outs(t)
+        if missing or any(outs[o]["hash"] != r["hash"] for o, r in entry.outs.items()
+                          if o in outs):
+            return
+        try:
+            self.save(t, outs, entries_of)
+        except (StoreError, OSError) as exc:
+            ctx.reporter.emit(ev.Notice(f"{t.name}: {exc}", "warning"))
 
     def _keep_old_outs(self, t: Target) -> None:
         """After the store refused a result (full disk, read-only cache), put back the outs

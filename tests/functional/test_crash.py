@@ -119,6 +119,20 @@ def test_temp_files_a_killed_run_left_are_removed_by_the_next(built: Repo):
     live.unlink()
 
 
+def test_outs_a_killed_run_left_only_in_the_work_tree_are_stored_again(built: Repo):
+    import shutil
+
+    shutil.rmtree(built.path / ".mlmake" / "cache")  # killed after the command, before the store
+    r = built.mlmake()
+    assert r.code == 0 and "up to date 2" in r.out, r.text
+    (built.path / "model.bin").unlink()
+    shutil.rmtree(built.path / "prep")
+    r = built.mlmake("checkout")
+    assert r.code == 0, r.text
+    assert built.read("model.bin") == "hello\nhello\ntrained\n"
+    assert built.mlmake("status").code == 0
+
+
 def test_a_second_run_waits_and_no_wait_exits_2(repo: Repo):
     repo.write({"Mlfile": """
         [target.slow]
