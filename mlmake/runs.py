@@ -79,9 +79,7 @@ class RunStore:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            _busy_retry(lambda: _setup(db))
         except BaseException:
             db.close()
             raise
@@ -107,7 +105,7 @@ class RunStore:
         """Execute one statement; an unreadable database is set aside and started anew
         (the history is lost, the build is not)."""
         try:
-            return self._db().execute(sql, args).fetchall()
+            return _busy_retry(lambda: self._db().execute(sql, args).fetchall())
         except sqlite3.DatabaseError as exc:
             if not _corrupt(exc):
                 raise
@@ -210,6 +208,29 @@ class RunStore:
             if rows:
                 out[t] = sum(r[0] for r in rows) / len(rows)
         return out
+
+
+def _setup(db: sqlite3.Connection) -> None:
+    if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        db.execute("PRAGMA journal_mode=WAL")  # once per file: it persists
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+
+
+def _busy_retry(fn: Any, patience: float = 30.0) -> Any:
+    """fn(), retried while SQLite answers "database is locked" without waiting (a journal
+    mode switch or a schema statement racing another process's)."""
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) \
+                    or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def _corrupt(exc: sqlite3.DatabaseError) -> bool:

@@ -229,6 +229,8 @@ def round_serve_and_cli(base: Path, i: int) -> list[str]:
         if rec is None or rec["status"] != "succeeded":
             why = [f"{r.target} {r.outcome}: {r.message}"
                    for r in project.runs_store.runs(build=build) if r.outcome == "failed"]
+            why.append(json.dumps(rec and rec.get("summary")))
+            why.append(str(rec and rec.get("message")))
             problems.append(f"endpoint {name}: {rec and rec['status']} {why}")
     lost = ALL - lock_entries(repo)
     if lost:
