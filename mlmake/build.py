@@ -117,6 +117,8 @@ class Builder:
         needed = la is None or name in la.needed
         if not state.stale or (not needed and all(r.kind == "out-missing"
                                                   for r in state.reasons)):
+            if not state.stale and t.cache:
+                self._store_uncached(t)
             outcome = Outcome(name, "uptodate", key=state.key,
                               message="" if needed or not state.stale else "not materialized")
             ctx.reporter.emit(ev.TargetFinished(outcome))
@@ -126,7 +128,8 @@ class Builder:
             return self._finish(t, Outcome(name, "failed", key=None, message=(
                 f"dep '{missing[0]}' is missing after its upstream ran; check that the "
                 "upstream target writes it")), started, state)
-        if la is not None and state is la.states.get(name) and name in la.reusable:
+        foreseen = la is not None and state is la.states.get(name) and name in la.reusable
+        if foreseen:
             recs = la.reusable[name]  # the lookahead found them with these very inputs
         else:
             recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)
@@ -140,6 +143,9 @@ class Builder:
                     ctx.reporter.emit(ev.Notice(f"{t.name}: {exc} Running it instead.",
                                                 "warning"))  # (the remote lacks it: quiet)
             else:
+                if not foreseen:  # (another build's result): downstream states are re-read
+                    with ctx.mutex:
+                        ctx.ran.add(name)
                 return outcome
         try:
             self.materialize_inputs(t)
@@ -256,9 +262,14 @@ class Builder:
                 t.name, "failed", duration, 0, log_path,
                 f"the command succeeded but did not write '{missing[0]}'; fix the command or "
                 "the target's outs", state.key), started, state)
-        if t.cache:
-            self.save(t, outs, entries_of)
-            ctx.runcache.put(state.key, t.name, outs)  # type: ignore[arg-type]
+        if t.cache:  # crash order: objects, then links, run cache, lock entry, run record
+            try:
+                self.save(t, outs, entries_of)
+                ctx.runcache.put(state.key, t.name, outs)  # type: ignore[arg-type]
+            except (StoreError, OSError) as exc:
+                self._keep_old_outs(t)
+                return self._finish(t, Outcome(t.name, "failed", duration, 0, log_path,
+                                               str(exc), state.key), started, state)
         with ctx.mutex:
             ctx.ran.add(t.name)
             ctx.lock.entries[t.name] = state.entry(t.cmd, outs)
@@ -267,6 +278,43 @@ class Builder:
             ctx.remote.upload(t.name, state.key, outs)
         return self._finish(t, Outcome(t.name, "ran", duration, 0, log_path, key=state.key,
                                        node=result.node), started, state, outs)
+
+    def _store_uncached(self, t: Target) -> None:
+        """Store the outs of an up-to-date target that the cache lacks (a run killed between
+        the command and its store left them only in the work tree, where they match the
+        lock): one stat per out, since a directory's manifest is stored last."""
+        ctx = self.ctx
+        entry = ctx.lock.entries.get(t.name)
+        if entry is None:
+            return
+        store = ctx.store
+        if all(out in t.metrics or store.has(rec["hash"] + (
+                ".dir" if rec.get("type") == "dir" else "")) for out, rec in entry.outs.items()):
+            return
+        outs, missing, entries_of = self.hash_outs(t)
+        if missing or any(outs[o]["hash"] != r["hash"] for o, r in entry.outs.items()
+                          if o in outs):
+            return
+        try:
+            self.save(t, outs, entries_of)
+        except (StoreError, OSError) as exc:
+            ctx.reporter.emit(ev.Notice(f"{t.name}: {exc}", "warning"))
+
+    def _keep_old_outs(self, t: Target) -> None:
+        """After the store refused a result (full disk, read-only cache), put back the outs
+        its lock entry records, when the cache still has them."""
+        ctx = self.ctx
+        entry = ctx.lock.entries.get(t.name)
+        if entry is None:
+            return
+        for out, rec in entry.outs.items():
+            try:
+                if out in t.metrics:
+                    ctx.store.export(rec, os.path.join(ctx.pipeline.root, out))
+                else:
+                    ctx.store.restore(out, rec)
+            except (StoreError, OSError):
+                pass  # left as the command wrote it: stale against the lock, rebuilt next run
 
     def save(self, t: Target, outs: dict[str, dict[str, Any]],
              entries_of: dict[str, list[Entry]]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from mlmake.atomic import atomic_write
+
 BEGIN = "# >>> mlmake outputs (managed by mlmake; edits inside this block are replaced)"
 END = "# <<< mlmake outputs"
 _LINE = re.compile(r"[^\n]*\n|[^\n]+")
@@ -46,10 +48,7 @@ def update(root: str, outs: list[str]) -> bool:
     new = "".join(new_lines)
     if new == text:
         return False
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        fh.write(new)
-    os.replace(tmp, path)
+    atomic_write(path, new.encode("utf-8", "surrogateescape"))
     return True
 
 

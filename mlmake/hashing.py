@@ -204,16 +204,12 @@ def _load(path: str) -> Any:
 
 
 def _dump(path: str, data: Any) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
+    from mlmake.atomic import atomic_write
+
     try:
-        with open(tmp, "wb") as fh:
-            marshal.dump(data, fh)
-        os.replace(tmp, path)
+        atomic_write(path, marshal.dumps(data))
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass  # only a cache: the next check hashes again
 
 
 class Hasher:

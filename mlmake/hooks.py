@@ -211,13 +211,9 @@ def _is_ours(path: str) -> bool:
 
 
 def _write(path: str, data: bytes, mode: int = 0o755) -> None:
-    tmp = f"{path}.mlmake-tmp-{secrets.token_hex(4)}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    from mlmake.atomic import atomic_write
+
+    atomic_write(path, data, mode)
 
 
 def _strip_block(data: bytes) -> bytes:

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlmake.atomic import atomic_write
 from mlmake.errors import MlfileError
 
 LOCK_FORMAT = 1
@@ -86,11 +87,14 @@ class Lock:
         if version > LOCK_FORMAT:
             raise MlfileError(f"lock format {version} is newer than this mlmake understands "
                               f"({LOCK_FORMAT}); upgrade mlmake.", name)
-        try:
-            entries = {k: LockEntry.from_json(v) for k, v in data.get("targets", {}).items()}
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise MlfileError("the lock file is malformed. Restore it from Git or delete it "
-                              "to rebuild.", name) from None
+        targets = data.get("targets", {})
+        problem = _check_targets(targets)
+        if problem is not None:
+            where, what = problem
+            raise MlfileError(f"the lock file is malformed: {what}. Restore it from Git "
+                              "(`git checkout -- Mlfile.lock`) or delete it to rebuild.", name,
+                              _line_of(text, where))
+        entries = {k: LockEntry.from_json(v) for k, v in targets.items()}
         return cls(path, entries, text)
 
     def render(self, keep: set[str] | None = None) -> str:
@@ -128,10 +132,66 @@ class Lock:
             raise LockChangedError(os.path.basename(self.path))
         if text == on_disk:
             return False
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-        os.replace(tmp, self.path)
+        atomic_write(self.path, text, durable=True)
         self._written = text
         return True
+
+
+def _check_targets(targets: Any) -> tuple[list[str], str] | None:
+    """The first field of the lock's targets with a wrong type: (its JSON path, what is
+    wrong), or None when every entry has the shape LockEntry needs."""
+    def kind(v: Any) -> str:
+        return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+                type(None): "null"}.get(type(v), "a number")
+
+    if not isinstance(targets, dict):
+        return ["targets"], f"\"targets\" is {kind(targets)}, not an object"
+    for name, e in targets.items():
+        if not isinstance(e, dict):
+            return [name], f"target '{name}' is {kind(e)}, not an object"
+        if not isinstance(e.get("key"), str):
+            return [name, "key"], f"target '{name}' has no string \"key\""
+        for f, want in (("cmd", str), ("deps", dict), ("params", dict), ("outs", dict)):
+            if f in e and not isinstance(e[f], want):
+                return [name, f], (f"\"{f}\" of target '{name}' is {kind(e[f])}, not "
+                                   f"{'a string' if want is str else 'an object'}")
+        if e.get("env") is not None and not isinstance(e["env"], str):
+            return [name, "env"], f"\"env\" of target '{name}' is {kind(e['env'])}"
+        for dep, h in e.get("deps", {}).items():
+            if not isinstance(h, (str, type(None))):
+                return [name, "deps", dep], (f"dep '{dep}' of target '{name}' has a hash "
+                                             f"that is {kind(h)}, not a string")
+        for out, rec in e.get("outs", {}).items():
+            if not isinstance(rec, dict):
+                return [name, "outs", out], f"out '{out}' of target '{name}' is {kind(rec)}"
+            if not isinstance(rec.get("hash"), str):
+                return [name, "outs", out, "hash"], (
+                    f"the hash of out '{out}' of target '{name}' is "
+                    f"{kind(rec.get('hash'))}, not a string")
+            if rec.get("type", "file") not in ("file", "dir"):
+                return [name, "outs", out, "type"], (
+                    f"the type of out '{out}' of target '{name}' is "
+                    f"{json.dumps(rec.get('type'))}, not \"file\" or \"dir\"")
+            for f in ("size", "files"):
+                v = rec.get(f)
+                if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                    return [name, "outs", out, f], (
+                        f"the {f} of out '{out}' of target '{name}' is {kind(v)}, not an "
+                        "integer")
+    return None
+
+
+def _line_of(text: str, where: list[str]) -> int | None:
+    """The line of the lock text where the JSON path `where` (target, field, …) begins:
+    each key is looked for after the line of the one before it."""
+    lines = text.splitlines()
+    at, found = 0, None
+    for k in ["targets", *where]:
+        needle = json.dumps(k, ensure_ascii=False) + ":"
+        for i in range(at, len(lines)):
+            if needle in lines[i] or json.dumps(k) + ":" in lines[i]:
+                at, found = i, i + 1
+                break
+        else:
+            break
+    return found

@@ -389,6 +389,8 @@ class Project:
         dirty = git.is_dirty(self.root, written)  # what a build writes itself is not "dirty"
         runs.start_build(build_id, trigger, commit, started, order, runner.name,
                          params=self.param_overrides or None, dirty=dirty)
+        for message in runs.recovered:
+            reporter.emit(ev.Notice(message, "warning"))
         ctx = BuildContext(build_id=build_id, pipeline=self.pipeline, graph=self.graph,
                            lock=lock, checker=checker, hasher=checker.hasher, executor=runner,
                            reporter=reporter, runs=runs,
@@ -435,6 +437,7 @@ class Project:
 
     @contextmanager
     def _project_lock(self, wait: bool, reporter: ev.Reporter) -> Iterator[None]:
+        from mlmake import recovery
         from mlmake.filelock import file_lock, holder
 
         path = self.state_path("run.lock")
@@ -443,7 +446,16 @@ class Project:
             if not got:
                 raise BusyError(f"another mlmake run (pid {holder(path)}) is building this "
                                 "project; wait for it or drop --no-wait.")
-            yield
+            with recovery.session(self.state_dir, self.shared_path(), self.root,
+                                  self._all_outs(),
+                                  lambda m: reporter.emit(ev.Notice(m, "warning"))):
+                yield
+
+    def _all_outs(self) -> list[str]:
+        try:
+            return [o for t in self.pipeline.targets.values() for o in t.all_outs]
+        except MlmakeError:
+            return []
 
     def trigger(self, endpoint: str, params: dict[str, Any] | None = None,
                 rev: str | None = None, reporter: ev.Reporter | None = None) -> str:
@@ -592,6 +604,22 @@ class Project:
                                  "with a url to the Mlfile, or drop --push / [project] push.")
             return None
         return partial(sync.BuildRemote, r, lookup=use_remote, push=bool(push))
+
+    def doctor(self, remote: str | None = None, check_remote: bool = True) -> Any:
+        """Verify every object of the local cache and of the remote (`check_remote`), remove
+        corrupt local objects and replace corrupt remote copies with good local ones; a
+        `doctor.DoctorReport` says what was checked and repaired."""
+        from mlmake import doctor
+
+        with self._project_lock(True, ev.NullReporter()):
+            needed = [(out, rec) for e in Lock.read(self.lock_path).entries.values()
+                      for out, rec in e.outs.items()]
+            r = self.remote(remote) if check_remote else None
+            try:
+                return doctor.check(self.store(), r, needed)
+            finally:
+                if r is not None:
+                    r.close()
 
     def push(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
              jobs: int | None = None, all_commits: bool = False, callback: Any = None) -> Any:

@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from mlmake import remotefs
+from mlmake.atomic import atomic_write, temp_name
 from mlmake.errors import RemoteError
 from mlmake.hashing import Entry, hash_bytes, hash_file, tree_digest
 from mlmake.remotefs import default_jobs, scrub, scrub_url, unlink
@@ -66,8 +66,9 @@ class CorruptRemoteObjectError(RemoteError):
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         super().__init__(
             f"remote '{remote}' holds a corrupt copy of {shown}{more}: it does not match its "
-            "hash, so it was refused and nothing was linked. Delete that file from the remote "
-            "and push again from a clone that has a good copy (`mlmake push`), or rebuild it.")
+            "hash, so it was refused and nothing was linked. Rebuild it (`mlmake -B TARGET`) "
+            "and `mlmake push`, which replaces the corrupt copy, or run `mlmake doctor` in a "
+            "clone that has a good copy.")
 
 
 class Progress(Protocol):
@@ -101,6 +102,7 @@ class Moved:
     nbytes: int = 0
     present: int = 0
     missing: list[str] = field(default_factory=list)  # oids the source does not have
+    replaced: list[str] = field(default_factory=list)  # corrupt remote copies re-uploaded
 
 
 # -- the remote ---------------------------------------------------------------------------------
@@ -157,9 +159,13 @@ class Remote:
             self._pool = None
 
     def check(self) -> None:
-        """Raise RemoteError when the remote cannot be reached (a quick probe)."""
+        """Raise RemoteError when the remote cannot be reached (a quick probe); a directory
+        remote also drops what uploads killed mid-way left in its staging directory."""
         with self.errors("reach"):
             self.backend.probe()
+            sweep = getattr(self.backend, "sweep", None)
+            if sweep is not None:
+                sweep()
 
     # -- existence --------------------------------------------------------------------------
     def packed(self, refresh: bool = False) -> dict[str, tuple[str, int, int]]:
@@ -196,10 +202,7 @@ class Remote:
             return []  # an unreadable index hides its pack; its objects count as absent
         if cached and not os.path.exists(cached):
             os.makedirs(self.index_dir, exist_ok=True)  # type: ignore[arg-type]
-            tmp = f"{cached}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, cached)
+            atomic_write(cached, data, durable=True)
         return entries
 
     def present(self, oids: Iterable[str], area: str = "objects") -> set[str]:
@@ -257,13 +260,17 @@ class Remote:
             except FileNotFoundError:
                 moved.missing.append(oid)
         there = self.present(local)
+        for oid in sorted(there & self.suspects()):
+            if not self.intact_copy(oid):  # a pull found it corrupt: replace it now
+                there.discard(oid)
+                moved.replaced.append(oid)
         moved.present = len(there)
         todo = {o: n for o, n in local.items() if o not in there}
         if not todo:
             return moved
         small = [o for o, n in todo.items() if n <= SMALL_OBJECT]
         packs: list[list[str]] = []
-        if len(small) >= PACK_MIN:
+        if len(small) >= PACK_MIN and not moved.replaced:
             packs = _group(small, todo)
             packed = set(small)
             loose = [o for o in todo if o not in packed]
@@ -305,7 +312,67 @@ class Remote:
         moved.nbytes = sum(todo.values())
         with self._lock:
             self._known |= set(todo)
+        if moved.replaced:
+            self._forget_suspects(moved.replaced)
         return moved
+
+    # -- corrupt copies -----------------------------------------------------------------------
+    def _suspects_path(self) -> str | None:
+        return os.path.join(self.index_dir, "corrupt") if self.index_dir else None
+
+    def suspects(self) -> set[str]:
+        """Objects a fetch from this remote found corrupt, here or in any clone (which
+        leaves a marker `corrupt/<oid>` on the remote): the next push that has a good copy
+        replaces them. One listing per push."""
+        path = self._suspects_path()
+        found: set[str] = set()
+        try:
+            with open(path or "", encoding="utf-8") as fh:
+                found = {line.strip() for line in fh if line.strip()}
+        except OSError:
+            pass
+        try:
+            found |= {n for n in self.backend.names("corrupt") if "/" not in n}
+        except FileNotFoundError:
+            pass
+        return found
+
+    def note_suspects(self, oids: Iterable[str]) -> None:
+        oids = set(oids)
+        path = self._suspects_path()
+        if path is not None:
+            with self._lock:
+                now = self.suspects() | oids
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                atomic_write(path, "".join(f"{o}\n" for o in sorted(now)))
+        for oid in oids:  # so that a clone with a good copy replaces it on its next push
+            try:
+                self.backend.write(f"corrupt/{oid}", b"")
+            except OSError:
+                pass
+
+    def _forget_suspects(self, oids: Iterable[str]) -> None:
+        oids = set(oids)
+        for oid in oids:
+            self.backend.remove(f"corrupt/{oid}")
+        path = self._suspects_path()
+        if path is not None and os.path.exists(path):
+            with self._lock:
+                atomic_write(path, "".join(f"{o}\n" for o in sorted(self.suspects() - oids)))
+
+    def intact_copy(self, oid: str) -> bool:
+        """Whether the remote's copy of `oid` (loose, else packed) hashes to its name."""
+        rel = f"objects/{oid[:2]}/{oid[2:]}"
+        try:
+            if self.backend.exists(rel):
+                return intact(oid, self.backend.read(rel))
+            where = self.packed().get(oid)
+            if where is None:
+                return False
+            pid, off, size = where
+            return intact(oid, self.backend.read(f"packs/{pid}.pack", off, off + size))
+        except FileNotFoundError:
+            return False
 
     def fetch_objects(self, store: Any, wanted: dict[str, str],
                       executable: set[str] | frozenset[str] = frozenset(),
@@ -332,6 +399,7 @@ class Remote:
         ranges = [(pid, chunk) for pid, members in by_pack.items()
                   for chunk in _coalesce(members)]
         bad: list[tuple[str, str, str]] = []
+        rescue: list[tuple[str, str]] = []  # corrupt in a pack: try the loose copy a push made
         lock = threading.Lock()
         progress.start(f"fetching from {self.name}", len(todo),
                        sum(n for ms in by_pack.values() for _, _, n in ms))
@@ -355,8 +423,7 @@ class Remote:
             for oid, off, size in members:
                 piece = data[off - start:off - start + size]
                 if len(piece) != size or not intact(oid, piece):
-                    with lock:
-                        bad.append((oid, wanted[oid], f"packs/{pid}.pack"))
+                    rescue.append((oid, f"packs/{pid}.pack"))  # a loose copy may replace it
                     continue
                 store.add_bytes(oid, piece, executable=oid in executable)
                 got += size
@@ -366,7 +433,7 @@ class Remote:
             rel = f"objects/{oid[:2]}/{oid[2:]}"
             dest = store.object_path(oid)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            tmp = f"{dest}.{os.getpid()}-{secrets.token_hex(4)}.fetch.tmp"
+            tmp = temp_name(dest)
             try:
                 try:
                     self.backend.download(rel, tmp)
@@ -390,9 +457,17 @@ class Remote:
                 jobs: list[Callable[[], None]] = [lambda r=r: get_range(r) for r in ranges]
                 jobs += [lambda o=o: get_loose(o) for o in loose]
                 self._map(lambda f: f(), jobs)
+                for oid, where in rescue:
+                    n_missing, n_bad = len(moved.missing), len(bad)
+                    get_loose(oid)
+                    if len(moved.missing) > n_missing or len(bad) > n_bad:
+                        del moved.missing[n_missing:]
+                        del bad[n_bad:]
+                        bad.append((oid, wanted[oid], where))
         finally:
             progress.finish()
         if bad:
+            self.note_suspects(oid for oid, _, _ in bad)
             raise CorruptRemoteObjectError(self.name, sorted(bad, key=lambda b: b[1]))
         return moved
 

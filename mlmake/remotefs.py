@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
+import socket
 import threading
 from typing import Any, Iterable, Iterator
 
+from mlmake.atomic import (atomic_copy, atomic_write, is_temp, orphaned_remote_temp,
+                           temp_name)
 from mlmake.errors import RemoteError
 
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "azure", "oss", "memory"}
@@ -56,6 +58,9 @@ def scrub(text: str, options: Iterable[tuple[str, Any]] = ()) -> str:
 
 
 # -- backends -----------------------------------------------------------------------------------
+TMP_DIR = "staging"  # a directory remote's temporary files, renamed into place
+_HOST = "@" + "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_")[:40]
+
 class LocalBackend:
     """A directory remote (local disk or NFS): plain os calls, temp name + rename."""
 
@@ -70,32 +75,38 @@ class LocalBackend:
         return os.path.join(self.root, *rel.split("/"))
 
     def _tmp(self, full: str) -> str:
-        d = os.path.dirname(full)
-        if d not in self._made:
-            os.makedirs(d, exist_ok=True)
-            with self._lock:
-                self._made.add(d)
-        return f"{full}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        """Make `full`'s directory; returns the remote's directory for temporary files
+        (one for all, so a push finds what killed uploads left with one listing)."""
+        tmp = os.path.join(self.root, TMP_DIR)
+        for d in (os.path.dirname(full), tmp):
+            if d not in self._made:
+                os.makedirs(d, exist_ok=True)
+                with self._lock:
+                    self._made.add(d)
+        return tmp
 
     def write(self, rel: str, data: bytes) -> None:
         full = self._full(rel)
-        tmp = self._tmp(full)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-            os.replace(tmp, full)
-        finally:
-            unlink(tmp)
+        atomic_write(full, data, 0o644, tag=_HOST, tmp_dir=self._tmp(full))
 
     def upload(self, rel: str, local: str) -> None:
         full = self._full(rel)
-        tmp = self._tmp(full)
+        atomic_copy(local, full, 0o644, tag=_HOST, tmp_dir=self._tmp(full))
+
+    def sweep(self) -> int:
+        """Remove what uploads killed mid-way left (this host's dead writers, or any older
+        than an hour)."""
+        tmp = os.path.join(self.root, TMP_DIR)
         try:
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, full)
-        finally:
-            unlink(tmp)
+            names = os.listdir(tmp)
+        except OSError:
+            return 0
+        n = 0
+        for f in names:
+            if orphaned_remote_temp(f, os.path.join(tmp, f)):
+                unlink(os.path.join(tmp, f))
+                n += 1
+        return n
 
     def read(self, rel: str, start: int | None = None, end: int | None = None) -> bytes:
         with open(self._full(rel), "rb") as fh:
@@ -107,6 +118,9 @@ class LocalBackend:
     def download(self, rel: str, local: str) -> None:
         shutil.copyfile(self._full(rel), local)
 
+    def remove(self, rel: str) -> None:
+        unlink(self._full(rel))
+
     def exists(self, rel: str) -> bool:
         return os.path.isfile(self._full(rel))
 
@@ -117,8 +131,10 @@ class LocalBackend:
         for d, _, files in os.walk(base):
             prefix = os.path.relpath(d, base).replace(os.sep, "/")
             for f in files:
-                if not f.endswith(".tmp"):
+                if not is_temp(f):
                     out.append(f if prefix == "." else f"{prefix}/{f}")
+                elif orphaned_remote_temp(f, os.path.join(d, f)):
+                    unlink(os.path.join(d, f))  # a killed upload's: it never became visible
         return out
 
     def probe(self) -> None:
@@ -152,7 +168,7 @@ class FsspecBackend:
         if not self.renames:
             self.fs.pipe_file(full, data)
             return
-        tmp = f"{full}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        tmp = temp_name(full)
         self.fs.pipe_file(tmp, data)
         self.fs.mv(tmp, full)
 
@@ -162,7 +178,7 @@ class FsspecBackend:
         if not self.renames:
             self.fs.put_file(local, full)
             return
-        tmp = f"{full}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        tmp = temp_name(full)
         self.fs.put_file(local, tmp)
         self.fs.mv(tmp, full)
 
@@ -171,6 +187,12 @@ class FsspecBackend:
 
     def download(self, rel: str, local: str) -> None:
         self.fs.get_file(self._full(rel), local)
+
+    def remove(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self._full(rel))
+        except FileNotFoundError:
+            pass
 
     def exists(self, rel: str) -> bool:
         return bool(self.fs.exists(self._full(rel)))
@@ -184,7 +206,7 @@ class FsspecBackend:
             return []
         n = len(self.fs._strip_protocol(base).rstrip("/")) + 1
         return [p[n:] for p in (self.fs._strip_protocol(f) for f in found)
-                if not p.endswith(".tmp")]
+                if not is_temp(p.rsplit("/", 1)[-1])]
 
     def probe(self) -> None:
         """Fail fast when the bucket (or the top of the remote) cannot be reached."""

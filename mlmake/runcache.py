@@ -7,6 +7,8 @@ import os
 import time
 from typing import Any, Iterator
 
+from mlmake.atomic import atomic_write, is_temp
+
 RUNCACHE_FORMAT = 1
 
 
@@ -34,10 +36,7 @@ class RunCache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         data = {"version": RUNCACHE_FORMAT, "target": target, "created": time.time(),
                 "outs": outs}
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, sort_keys=True)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data, sort_keys=True), durable=True)
 
     def raw(self, key: str) -> bytes | None:
         try:
@@ -49,10 +48,7 @@ class RunCache:
     def put_raw(self, key: str, data: bytes) -> None:
         path = self.entry_path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        atomic_write(path, data, durable=True)
 
     def remove(self, key: str) -> None:
         try:
@@ -68,5 +64,5 @@ class RunCache:
             if len(prefix) != 2 or not os.path.isdir(d):
                 continue
             for rest in os.listdir(d):
-                if not rest.endswith(".tmp"):
+                if not is_temp(rest):
                     yield prefix + rest

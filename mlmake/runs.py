@@ -7,6 +7,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,18 +60,57 @@ class RunStore:
         self.path = path
         self.host = socket.gethostname()
         self._local = threading.local()
+        self.recovered: list[str] = []  # warnings: an unreadable database was replaced
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            _add_columns(db)
+            try:
+                db = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if not _corrupt(exc):
+                    raise
+                self._set_aside(exc)
+                db = self._connect()
             self._local.db = db
         return db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            _busy_retry(lambda: _setup(db))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, exc: Exception) -> None:
+        """Move an unreadable database aside (kept for inspection) so a new one starts."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+        aside = f"{self.path}.corrupt-{int(time.time())}"
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(self.path + suffix, aside + suffix)
+            except FileNotFoundError:
+                pass
+        self.recovered.append(
+            f"the run records {self.path} were unreadable ({exc}); they were moved to "
+            f"{os.path.basename(aside)} and a new record was started")
+
+    def _run(self, sql: str, args: Any = ()) -> list[Any]:
+        """Execute one statement; an unreadable database is set aside and started anew
+        (the history is lost, the build is not)."""
+        try:
+            return _busy_retry(lambda: self._db().execute(sql, args).fetchall())
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            self._set_aside(exc)
+            return self._db().execute(sql, args).fetchall()
 
     def start_build(self, build_id: str, trigger: str, commit: str | None, started: float,
                     targets: list[str], executor: str, params: dict[str, Any] | None = None,
@@ -79,7 +119,7 @@ class RunStore:
         """Record a build as started (or queued). Starting a build that was recorded as
         queued keeps the params and endpoint recorded then unless new ones are given.
         `dirty`: the work tree had changes to tracked files that `commit` does not hold."""
-        self._db().execute(
+        self._run(
             "INSERT INTO builds (id, trigger, commit_sha, started, status, params, "
             "targets, host, executor, endpoint, dirty) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET trigger = excluded.trigger, "
@@ -100,11 +140,11 @@ class RunStore:
         for k, v in fields.items():
             sets.append(f"{cols.get(k, k)} = ?")
             values.append(json.dumps(v) if k in ("summary", "params", "targets") else v)
-        self._db().execute(f"UPDATE builds SET {', '.join(sets)} WHERE id = ?",
+        self._run(f"UPDATE builds SET {', '.join(sets)} WHERE id = ?",
                            (*values, build_id))
 
     def add(self, rec: RunRecord) -> None:
-        self._db().execute(
+        self._run(
             "INSERT INTO runs (build, target, key, outcome, started, duration, commit_sha, host, "
             "executor, exit_code, log, source, message, outs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (rec.build, rec.target, rec.key, rec.outcome, rec.started, rec.duration, rec.commit,
@@ -127,36 +167,37 @@ class RunStore:
         args.append(limit)
         if not os.path.exists(self.path):
             return []
-        rows = self._db().execute(sql, args).fetchall()
+        rows = self._run(sql, args)
         return [RunRecord(*r[:13], outs=json.loads(r[13]) if r[13] else None) for r in rows]
 
     def builds(self, limit: int = 50) -> list[dict[str, Any]]:
         """Builds, newest first, as JSON-ready dicts."""
         if not os.path.exists(self.path):
             return []
-        rows = self._db().execute(
+        rows = self._run(
             "SELECT id, trigger, commit_sha, started, finished, status, params, targets, "
             "summary, host, executor, endpoint, message, dirty FROM builds ORDER BY started DESC "
-            "LIMIT ?", (limit,)).fetchall()
+            "LIMIT ?", (limit,))
         return [_build_dict(r) for r in rows]
 
     def build(self, build_id: str) -> dict[str, Any] | None:
         if not os.path.exists(self.path):
             return None
-        r = self._db().execute(
+        found = self._run(
             "SELECT id, trigger, commit_sha, started, finished, status, params, targets, "
             "summary, host, executor, endpoint, message, dirty FROM builds WHERE id = ?",
-            (build_id,)).fetchone()
+            (build_id,))
+        r = found[0] if found else None
         return _build_dict(r) if r else None
 
     def latest(self) -> dict[str, RunRecord]:
         """Each target's most recent recorded run (of any build)."""
         if not os.path.exists(self.path):
             return {}
-        rows = self._db().execute(
+        rows = self._run(
             "SELECT build, target, key, outcome, started, duration, commit_sha, host, "
             "executor, exit_code, log, source, message, outs FROM runs WHERE id IN "
-            "(SELECT MAX(id) FROM runs GROUP BY target)").fetchall()
+            "(SELECT MAX(id) FROM runs GROUP BY target)")
         return {r[1]: RunRecord(*r[:13], outs=json.loads(r[13]) if r[13] else None)
                 for r in rows}
 
@@ -165,10 +206,9 @@ class RunStore:
         if not os.path.exists(self.path) or not targets:
             return {}
         out: dict[str, float] = {}
-        db = self._db()
         for t in targets:
-            rows = db.execute("SELECT duration FROM runs WHERE target = ? AND outcome = 'ran' "
-                              "ORDER BY started DESC LIMIT 5", (t,)).fetchall()
+            rows = self._run("SELECT duration FROM runs WHERE target = ? AND outcome = 'ran' "
+                             "ORDER BY started DESC LIMIT 5", (t,))
             if rows:
                 out[t] = sum(r[0] for r in rows) / len(rows)
         return out
@@ -182,6 +222,37 @@ def _add_columns(db: sqlite3.Connection) -> None:
             db.execute("ALTER TABLE builds ADD COLUMN dirty INTEGER")
         except sqlite3.OperationalError:  # another process added it first
             pass
+
+
+def _setup(db: sqlite3.Connection) -> None:
+    if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        db.execute("PRAGMA journal_mode=WAL")  # once per file: it persists
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    _add_columns(db)
+
+
+def _busy_retry(fn: Any, patience: float = 30.0) -> Any:
+    """fn(), retried while SQLite answers "database is locked" without waiting (a journal
+    mode switch or a schema statement racing another process's)."""
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) \
+                    or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """An unreadable file (not a busy database, which is worth waiting for)."""
+    text = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or "malformed" in text \
+        or "not a database" in text
 
 
 def _build_dict(r: tuple[Any, ...]) -> dict[str, Any]:

@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import stat as stat_mod
-import tempfile
 from typing import Any, Iterable, Iterator
 
+from mlmake import atomic
 from mlmake.errors import StoreError
 from mlmake.hashing import Entry, StatCache, hash_file, tree_digest
 
@@ -103,36 +103,104 @@ class Store:
     def add_file(self, src: str, oid: str, executable: bool, move: bool = True) -> None:
         """Put the file at `src` into the store as `oid` (moved when allowed, else copied).
 
-        The object appears atomically: it is written under a temporary name and renamed.
+        The object appears atomically and complete: it is written under a unique temporary
+        name, fsynced, made read-only and renamed, so a crash at any instant leaves either no
+        object or the whole one (what a lock entry may name). A full disk or a read-only
+        cache raises StoreError naming the path and the space needed, leaving nothing.
         """
+        staged = self._stage(src, oid, executable, move)
+        if staged is not None:
+            atomic.fsync_file(staged)
+            self._commit(staged, oid, src)
+
+    def add_files(self, files: list[tuple[str, str, bool]], move: bool = True) -> None:
+        """add_file for many (src, oid, executable) at once: all staged, one filesystem sync,
+        then all renamed (a 1,000-file directory out costs one sync, not 1,000 fsyncs)."""
+        staged: list[tuple[str, str, str]] = []
+        try:
+            for src, oid, executable in files:
+                tmp = self._stage(src, oid, executable, move)
+                if tmp is not None:
+                    staged.append((tmp, oid, src))
+            if staged:
+                atomic.sync_fs(self.path)
+            while staged:
+                tmp, oid, src = staged.pop()
+                self._commit(tmp, oid, src)
+        finally:
+            for tmp, _, _ in staged:
+                _unlink(tmp)
+
+    def _stage(self, src: str, oid: str, executable: bool, move: bool) -> str | None:
+        """A read-only temporary copy (or link) of `src` beside the object `oid`; None when
+        the object is already stored."""
         dest = self.object_path(oid)
         if os.path.exists(dest):
-            return
-        self._mkdir(os.path.dirname(dest))
-        tmp = f"{dest}.{os.getpid()}.{id(src)}.tmp"
+            return None
+        tmp = atomic.temp_name(dest)
         try:
+            self._mkdir(os.path.dirname(dest))
+            linked = False
             if move:
-                os.link(src, tmp)
-            else:
+                try:
+                    os.link(src, tmp)
+                    linked = True
+                except OSError:
+                    pass
+            if not linked:
                 shutil.copyfile(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.chmod(tmp, _RO_EXEC if executable else _RO)
-        os.replace(tmp, dest)
+            os.chmod(tmp, _RO_EXEC if executable else _RO)
+        except OSError as exc:
+            _unlink(tmp)
+            raise self._write_error(exc, src) from None
+        return tmp
+
+    def _commit(self, tmp: str, oid: str, src: str) -> None:
+        dest = self.object_path(oid)
+        try:
+            os.replace(tmp, dest)
+        except OSError as exc:
+            _unlink(tmp)
+            raise self._write_error(exc, src) from None
         st = os.stat(dest)
         self.stats.put(self._stat_key(oid), st, oid, self.stats_now())
 
     def add_bytes(self, oid: str, data: bytes, executable: bool = False) -> None:
-        """Put `data` into the store as `oid` (temporary name, then rename)."""
+        """Put `data` into the store as `oid` (unique temporary name, fsync, rename)."""
         dest = self.object_path(oid)
         if os.path.exists(dest):
             return
-        self._mkdir(os.path.dirname(dest))
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _RO_EXEC if executable else _RO)
-        os.replace(tmp, dest)
+        try:
+            self._mkdir(os.path.dirname(dest))
+            atomic.atomic_write(dest, data, _RO_EXEC if executable else _RO)
+        except OSError as exc:
+            raise self._write_error(exc, dest, len(data)) from None
+
+    def _write_error(self, exc: OSError, src: str, size: int | None = None) -> StoreError:
+        """The message for a store write that failed: full disk, read-only cache, other."""
+        if size is None:
+            try:
+                size = os.path.getsize(src)
+            except OSError:
+                size = 0
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = _free_bytes(self.path)
+            return StoreError(
+                f"no space left on the device of the cache {self.path} while storing "
+                f"'{os.path.relpath(src, self.root) if src.startswith(self.root) else src}' "
+                f"({_size(size)} needed, {_size(free)} free); free some space (or run "
+                "`mlmake gc`) and run again. The lock and the outs were left as they were.")
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return StoreError(
+                f"the cache {self.path} is not writable ({exc.strerror}); cannot store "
+                f"'{os.path.relpath(src, self.root) if src.startswith(self.root) else src}'. "
+                "Make it writable (or point [project] cache elsewhere) and run again. The "
+                "lock and the outs were left as they were.")
+        return StoreError(f"cannot write into the cache {self.path}: {exc}")
+
+    def sweep_temps(self) -> int:
+        """Remove temporary files that killed writers left in the store."""
+        return atomic.sweep(self.path) if os.path.isdir(self.path) else 0
 
     def add_manifest(self, entries: list[Entry]) -> str:
         """Store a directory manifest; returns the tree hash it is named by."""
@@ -203,7 +271,7 @@ class Store:
         """Every object in the store (dvc-objects' listing)."""
         if not os.path.isdir(self.path):
             return iter(())
-        return (oid for oid in self.odb.all() if not oid.endswith(".tmp"))
+        return (oid for oid in self.odb.all() if not atomic.is_temp(oid))
 
     def _mkdir(self, d: str) -> None:
         if d not in self._made:
@@ -232,9 +300,11 @@ class Store:
         full = os.path.join(self.root, out)
         if record["type"] == "dir":
             assert entries is not None
+            self.add_files([(os.path.join(full, e.path), e.hash, e.executable)
+                            for e in entries], move=link)
             for e in entries:
                 self._save_file(os.path.join(full, e.path), e.hash, e.executable, link)
-            self.add_manifest(entries)
+            self.add_manifest(entries)  # last: a manifest names only complete objects
         else:
             self._save_file(full, record["hash"], bool(record.get("exec")), link)
 
@@ -316,10 +386,7 @@ class Store:
         for p in paths:
             st = os.lstat(p)
             if st.st_nlink > 1 or not st.st_mode & stat_mod.S_IWUSR:
-                tmp = p + ".mlmake-unprotect"
-                shutil.copyfile(p, tmp)
-                os.chmod(tmp, (st.st_mode | 0o644) & 0o777)
-                os.replace(tmp, p)
+                atomic.atomic_copy(p, p, (st.st_mode | 0o644) & 0o777)
 
     def _note(self, rel: str, path: str, oid: str, bulk: bool = True) -> None:
         try:
@@ -329,9 +396,13 @@ class Store:
 
     # -- linking ----------------------------------------------------------------------------
     def _place(self, obj: str, dest: str) -> None:
-        tmp = dest + ".mlmake-link"
-        self._link_new(obj, tmp)
-        os.replace(tmp, dest)
+        tmp = atomic.temp_name(dest)
+        try:
+            self._link_new(obj, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink(tmp)
+            raise
 
     def _link_new(self, obj: str, dest: str) -> None:
         if self._link is None:
@@ -376,10 +447,32 @@ def _link(kind: str, obj: str, dest: str) -> None:
 
 
 def _copy(src: str, dest: str) -> None:
-    tmp = dest + ".mlmake-copy"
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, 0o644 | (os.stat(src).st_mode & 0o111))
-    os.replace(tmp, dest)
+    atomic.atomic_copy(src, dest, 0o644 | (os.stat(src).st_mode & 0o111))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _free_bytes(path: str) -> int:
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or ".")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
 
 
 def remove_path(path: str) -> None:

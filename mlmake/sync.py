@@ -128,6 +128,7 @@ class PushResult:
     runcache: int = 0
     missing: list[str] = field(default_factory=list)
     duration: float = 0.0
+    replaced: list[str] = field(default_factory=list)  # corrupt remote copies re-uploaded
 
 
 @dataclass
@@ -199,6 +200,7 @@ def push(remote: Remote, store: Store, runcache: RunCache,
             raws[e.key] = raw  # type: ignore[assignment]
     moved = remote.push_objects(store, oids, progress)
     res.pushed, res.nbytes, res.present = moved.objects, moved.nbytes, moved.present
+    res.replaced = moved.replaced
     res.runcache = remote.runcache_put(raws)
     res.duration = time.monotonic() - t0
     return res

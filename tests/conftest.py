@@ -102,6 +102,11 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GIT_DIR", raising=False)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-trials", type=int, default=0, metavar="N",
+                     help="run N seeded kill trials in tests/chaos (default: a fixed set)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     config.addinivalue_line("markers", "needs(module, reason): the test needs an optional part "

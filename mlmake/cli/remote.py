@@ -1,4 +1,4 @@
-"""Remote cache commands: push and pull, with a progress bar (files, bytes, rate)."""
+"""Cache commands: push and pull, with a progress bar (files, bytes, rate), and doctor."""
 
 from __future__ import annotations
 
@@ -96,6 +96,10 @@ def push_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | N
     for out in res.missing:
         click.echo(f"warning: {out} is not in the local cache, so it was not pushed; build it "
                    "(`mlmake`) or pull it first", err=True)
+    if res.replaced:
+        click.echo(f"replaced {len(res.replaced)} corrupt object(s) on '{res.remote}' with "
+                   f"good copies from the local cache ({', '.join(o[:12] + '…' for o in res.replaced[:3])})",
+                   err=True)
     click.echo(f"pushed {res.pushed} objects ({_rate(res.nbytes, res.duration)}) and "
                f"{res.runcache} run-cache entries to '{res.remote}'; {res.present} objects "
                "were already there")
@@ -129,3 +133,34 @@ def pull_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | N
                  f"missing {len(co.missing)}")
     click.echo(line)
     return 1 if res.missing or (co is not None and co.missing) else 0
+
+
+@command("doctor")
+@click.option("-r", "--remote", "remote", default=None, metavar="NAME",
+              help="The remote to verify (default: the project's).")
+@click.option("--local", "local_only", is_flag=True, help="Verify only the local cache.")
+@pass_ctx
+def doctor_cmd(g: Ctx, remote: str | None, local_only: bool) -> int:
+    """Verify every object in the local cache and the remote; repair what can be repaired.
+
+    Corrupt local objects are removed (the next build reruns or re-fetches them); corrupt
+    remote copies are replaced with good local ones. Exit 1 when something stays broken."""
+    rep = g.project().doctor(remote, check_remote=not local_only)
+    click.echo(f"local cache: {rep.checked} objects verified, {len(rep.removed)} corrupt "
+               f"removed{'' if not rep.temps else f', {rep.temps} temporary files removed'}")
+    for oid in rep.removed:
+        click.echo(f"  removed corrupt object {oid}")
+    if rep.remote is not None:
+        click.echo(f"remote '{rep.remote}': {rep.remote_checked} objects verified, "
+                   f"{len(rep.replaced)} corrupt replaced with good local copies")
+        for oid in rep.replaced:
+            click.echo(f"  replaced corrupt object {oid}")
+        for oid in rep.unrepaired:
+            click.echo(f"error: remote '{rep.remote}' holds a corrupt copy of {oid} and this "
+                       "clone has no good one; rebuild it (`mlmake -B TARGET`) and run "
+                       "`mlmake push`, which replaces it.", err=True)
+    if rep.needed_missing:
+        click.echo(f"{len(rep.needed_missing)} out(s) of the lock now lack objects "
+                   f"({', '.join(rep.needed_missing[:5])}); `mlmake` rebuilds or re-fetches "
+                   "them.")
+    return 0 if rep.healthy else 1

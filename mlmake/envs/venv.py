@@ -126,7 +126,9 @@ def _build(spec: EnvSpec, digest: str, root: str, envs_dir: str, link: str, log:
         _write_marker(real, {"name": spec.name, "kind": "venv", "digest": digest,
                              "requirements": spec.requirements, "python": _version_of(exe),
                              "tool": tool, "created": time.time(), "prefix": real})
-        tmp_link = f"{link}.{secrets.token_hex(3)}.tmp"
+        from mlmake.atomic import temp_name
+
+        tmp_link = temp_name(link)
         os.symlink(os.path.relpath(real, envs_dir), tmp_link)
         os.replace(tmp_link, link)  # the commit point: the env is visible, complete
     except BaseException:
@@ -200,12 +202,9 @@ def _killpg(pid: int, sig: int) -> None:
 
 def _write_marker(real: str, data: dict[str, Any]) -> None:
     path = os.path.join(real, MARKER)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from mlmake.atomic import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def _python(real: str) -> str:

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from mlmake import envs
+from mlmake import envs, orphans
 from mlmake.errors import EnvError
 from mlmake.executors.base import Capacity, Job, JobResult, OnLine, machine_capacity
 
@@ -27,6 +27,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._cancelled = False
         self._cancel = threading.Event()  # stops environment builds in progress
+        self._record: str | None = None  # this run's token under .mlmake/procs/
 
     def capacity(self, need_gpus: bool) -> Capacity:
         return machine_capacity(need_gpus)
@@ -66,14 +67,20 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(job.gpus)
         if runtime is not None:
             env = runtime.environ(env)
+        env[orphans.ENV] = orphans.token()
         cwd = os.path.join(job.root, t.wdir)
         with self._lock:
             if self._cancelled:
                 return JobResult(-signal.SIGTERM, "interrupted before it started")
+            if self._record is None:  # before the first child: a later run can find strays
+                self._record = orphans.register(os.path.join(
+                    job.state_dir or os.path.join(job.root, ".mlmake"), "procs"))
             try:
+                # the shell dies with this (worker) thread, which waits for it below
                 proc = subprocess.Popen(["sh", "-c", t.cmd], cwd=cwd, env=env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=orphans.child_setup())
             except OSError as exc:
                 return JobResult(127, f"cannot start the command: {exc}")
             self._procs[proc.pid] = proc
@@ -144,7 +151,10 @@ class LocalExecutor:
             th.join(_GRACE + 10)
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            record, self._record = self._record, None
+        if record is not None:
+            orphans.release(record)
 
 
 def _kill_group(pgid: int, sig: int) -> None:

@@ -56,12 +56,9 @@ def load_token(project: Project) -> tuple[str, str | None]:
     except FileNotFoundError:
         pass
     token = secrets.token_urlsafe(32)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    from mlmake.atomic import atomic_write
+
+    atomic_write(path, token + "\n", 0o600)
     return token, path
 
 
