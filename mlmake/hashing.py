@@ -198,7 +198,7 @@ def _valid_small(data: Any) -> bool:
 def _load(path: str) -> Any:
     try:
         with open(path, "rb") as fh:
-            return marshal.load(fh)
+            return marshal.loads(fh.read())  # load(fh) reads piecemeal: 15x slower
     except (OSError, EOFError, ValueError, TypeError):
         return None
 

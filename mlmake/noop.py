@@ -72,7 +72,7 @@ def answer(argv: list[str]) -> bool:
     path = os.path.join(os.path.dirname(mlfile), ".mlmake", NAME)
     try:
         with open(path, "rb") as fh:
-            data = marshal.load(fh)
+            data = marshal.loads(fh.read())
     except (OSError, EOFError, ValueError, TypeError):
         return False
     if type(data) is not tuple or len(data) != 4 or data[0] != _ident(asked, mlfile):
