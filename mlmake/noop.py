@@ -24,7 +24,7 @@ from typing import Any, Iterable
 FORMAT = 1
 NAME = "noop"
 _RACY_NS = 2_000_000_000
-_MAX_FILES = 20_000  # beyond this, the full check's C-speed tree signatures win
+_MAX_FILES = 5_000  # beyond this, the full check's C-speed tree signatures win
 UP_TO_DATE = "everything is up to date"
 
 
@@ -112,11 +112,11 @@ def record(root: str, mlfile: str, asked: tuple[str, ...], files: Iterable[str],
     sigs = []
     count = 0
     for d in dict.fromkeys(trees):
-        sig = _tree(root, d)
-        if sig is None:
+        sig = _tree(root, d, _MAX_FILES - count)
+        if sig is None:  # gone, or past the budget: not worth walking on every check
             return _drop(path)
         count += len(sig)
-        if count > _MAX_FILES or any(now - m < _RACY_NS for _, _, _, m in sig):
+        if any(now - m < _RACY_NS for _, _, _, m in sig):
             return _drop(path)
         sigs.append((d, sig))
     from mlmake.atomic import atomic_write
@@ -156,8 +156,10 @@ def _same(root: str, entries: Any) -> bool:
     return True
 
 
-def _tree(root: str, rel: str) -> tuple[tuple[str, int, int, int], ...] | None:
-    """Every file and directory under `rel` with its inode, size and mtime, sorted."""
+def _tree(root: str, rel: str, budget: int | None = None
+          ) -> tuple[tuple[str, int, int, int], ...] | None:
+    """Every file and directory under `rel` with its inode, size and mtime, sorted; None
+    when it cannot be read or holds more than `budget` entries."""
     base = os.path.join(root, rel)
     out: list[tuple[str, int, int, int]] = []
     stack = [""]
@@ -169,6 +171,8 @@ def _tree(root: str, rel: str) -> tuple[tuple[str, int, int, int], ...] | None:
                     st = e.stat()
                     name = f"{sub}/{e.name}" if sub else e.name
                     out.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+                    if budget is not None and len(out) > budget:
+                        return None
                     if e.is_dir():
                         stack.append(name)
     except OSError:
