@@ -630,8 +630,11 @@ class Project:
 
         r = self._needs_remote(remote, jobs)
         try:
-            return sync.push(r, self.store(), self.runcache,
-                             self._shared_entries(targets, all_commits), callback)
+            # it writes the local run cache too: as the lock's holder, so that a push killed
+            # mid-write has its temporary files swept by the next run, like a build's
+            with self._project_lock(True, ev.NullReporter()):
+                return sync.push(r, self.store(), self.runcache,
+                                 self._shared_entries(targets, all_commits), callback)
         finally:
             r.close()
 
