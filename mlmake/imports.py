@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -26,6 +27,7 @@ _ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")", "{", "}", "then", "do", "else", "exec",
                "time", "nice", "env"}
 _VALUE_OPTS = {"-W", "-X", "-Q"}  # python options that take the next word
+_PARSE = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,9 @@ def _walk(root: str, entry: Entry, file_hash: Callable[[str], str | None]
         read[f] = file_hash(f)
         try:
             with open(os.path.join(root, f), "rb") as fh:
-                tree = ast.parse(fh.read(), filename=f)
+                source = fh.read()
+            with _PARSE:  # CPython's ast.parse is not safe in concurrent threads (serve)
+                tree = ast.parse(source, filename=f)
         except (SyntaxError, ValueError) as exc:
             errors.append((f, f"cannot be parsed ({type(exc).__name__}: "
                               f"{getattr(exc, 'msg', exc)}, line {getattr(exc, 'lineno', '?')})"))

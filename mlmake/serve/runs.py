@@ -362,7 +362,7 @@ class Runner:
             rep = _Tee(rep, reporter)
         try:
             os.makedirs(os.path.dirname(wt), exist_ok=True)
-            with self._git_lock:
+            with self._git_lock, self._worktree_lock():
                 git.add_worktree(self.repo_root, wt, req.commit)  # type: ignore[arg-type]
             rel = os.path.relpath(self.project.root, self.repo_root)  # type: ignore[arg-type]
             root = os.path.normpath(os.path.join(wt, rel))
@@ -384,7 +384,7 @@ class Runner:
 
             traceback.print_exc(file=sys.stderr)
         finally:
-            with self._git_lock:
+            with self._git_lock, self._worktree_lock():
                 git.remove_worktree(self.repo_root, wt)  # type: ignore[arg-type]
             self.active.pop(req.id, None)
             b = runs.build(req.id) or {}
@@ -395,6 +395,14 @@ class Runner:
                 runs.update_build(req.id, message="stopped: the service was shut down")
             self._announce(req.id, None)
         return req.id
+
+    def _worktree_lock(self) -> Any:
+        """Git's worktree records are shared by every process on the repository (another
+        `mlmake serve`, `mlmake trigger`): add and remove one at a time across them."""
+        from mlmake.filelock import file_lock
+
+        os.makedirs(os.path.join(self.state, WORKTREES), exist_ok=True)
+        return file_lock(os.path.join(self.state, WORKTREES + ".lock"))
 
     def _announce(self, run_id: str, status: str | None) -> None:
         """Publish a `run` event: the run as GET /api/runs lists it."""
