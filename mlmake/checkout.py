@@ -27,6 +27,8 @@ class CheckoutResult:
 class ModifiedOutError(StoreError):
     """Outs in the work tree were edited by hand; checkout will not overwrite them."""
 
+    exit_code = UsageError.exit_code  # the user's edits stop it, not a fault of the cache
+
     def __init__(self, paths: list[str]) -> None:
         self.paths = paths
         shown = ", ".join(f"'{p}'" for p in paths[:5]) + (" …" if len(paths) > 5 else "")

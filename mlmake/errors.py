@@ -1,12 +1,44 @@
-"""The exception tree: one root, one child per domain, messages built from structured fields."""
+"""The exception tree: one root, one child per domain, each with its exit code; messages
+built from structured fields."""
 
 from __future__ import annotations
 
+# What `mlmake` exits with: decided in one place (mlmake/cli/app.py) from the class of the
+# error, listed here once for `mlmake --help` (the README repeats it). 2 is the code of
+# anything a user must fix before a command can do anything (the command line, the Mlfile, a
+# revision that does not exist, an optional package or engine this machine lacks); 4-8 say
+# which part failed while working, so that a script can tell the input from the machinery.
+# 10 is taken too: the hidden `hooks run` exits with it to block a push (hooks.BLOCK_EXIT).
+EXIT_OK = 0
+EXIT_STALE = 1  # something stale (`status`), a target failed (`run`)
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_REMOTE = 4
+EXIT_STORE = 5
+EXIT_GIT = 6
+EXIT_ENV = 7
+EXIT_EXECUTOR = 8
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "done, or up to date"),
+    (EXIT_STALE, "something is stale (status) or a target failed (run)"),
+    (EXIT_USAGE, "usage or Mlfile error: nothing ran; fix what the message names"),
+    (EXIT_INTERNAL, "internal error: a bug; please report it with the traceback"),
+    (EXIT_REMOTE, "remote: cannot be reached, or holds bad data"),
+    (EXIT_STORE, "cache: a corrupt or missing object, or it cannot be written"),
+    (EXIT_GIT, "Git: a Git operation failed"),
+    (EXIT_ENV, "environment: cannot be built or started"),
+    (EXIT_EXECUTOR, "executor: cannot start, or cannot reach its cluster"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)"),
+)
+
 
 class MlmakeError(Exception):
-    """Root of every error mlmake reports to a user; `exit_code` is what the CLI exits with."""
+    """Root of every error mlmake reports to a user; `exit_code` (a class attribute, one per
+    domain) is what the CLI exits with."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -65,23 +97,60 @@ class BusyError(MlmakeError):
 
 
 class StoreError(MlmakeError):
-    """The object store is missing or holds a corrupt object."""
+    """The object store is missing, holds a corrupt object or cannot be written."""
+
+    exit_code = EXIT_STORE
 
 
 class RemoteError(MlmakeError):
     """A remote cannot be reached or holds bad data."""
 
+    exit_code = EXIT_REMOTE
+
+
+class RemoteSetupError(RemoteError):
+    """A remote's settings cannot work here (a package its protocol needs is not installed,
+    its options are invalid); a usage error (exit 2), unlike a remote that does not answer."""
+
+    exit_code = EXIT_USAGE
+
 
 class ExecutorError(MlmakeError):
-    """An executor cannot start or cannot place a target."""
+    """An executor cannot start, reach its cluster or place a target."""
+
+    exit_code = EXIT_EXECUTOR
+
+
+class ExecutorSetupError(ExecutorError):
+    """The executor asked for is not installed here; a usage error (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class GitError(MlmakeError):
-    """A Git operation failed or the revision does not exist."""
+    """A Git operation failed."""
+
+    exit_code = EXIT_GIT
+
+
+class RevisionError(GitError):
+    """A revision names no commit, or one is asked for outside a Git repository; a usage
+    error (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class EnvError(MlmakeError):
-    """An environment spec is invalid or cannot be built."""
+    """An environment cannot be built or started."""
+
+    exit_code = EXIT_ENV
+
+
+class EnvSetupError(EnvError):
+    """An environment needs what this machine lacks (an interpreter, the docker package, a
+    Docker engine answering); checked before anything runs, a usage error (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:

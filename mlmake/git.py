@@ -6,13 +6,26 @@ import os
 import posixpath
 from typing import Any
 
-from mlmake.errors import GitError
+from mlmake.errors import GitError, RevisionError
 
 
 def _pygit2() -> Any:
     import pygit2
 
     return pygit2
+
+
+def _lookup_errors() -> tuple[type[BaseException], ...]:
+    """What pygit2 raises when a name or object is not there or not what was asked for: its
+    GitError family (NotFoundError, InvalidSpecError, ...), and the bare KeyError and
+    ValueError its C core raises for libgit2's not-found and invalid codes."""
+    return (_pygit2().GitError, KeyError, ValueError)
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """`_lookup_errors`, and OSError for a repository that cannot be read (permissions, a
+    vanished work tree)."""
+    return (*_lookup_errors(), OSError)
 
 
 def open_repo(path: str) -> Any | None:
@@ -28,11 +41,11 @@ def head_commit(path: str) -> str | None:
     """Full sha of HEAD of the repository containing `path` (None: no repo or no commit)."""
     try:
         repo = open_repo(path)
-    except Exception:  # noqa: BLE001 - pygit2 raises bare GitError/KeyError types
+        if repo is None or repo.head_is_unborn:
+            return None
+        return str(repo.head.target)
+    except _read_errors():
         return None
-    if repo is None or repo.head_is_unborn:
-        return None
-    return str(repo.head.target)
 
 
 def is_dirty(path: str, ignore: set[str] | frozenset[str] = frozenset()) -> bool | None:
@@ -47,22 +60,22 @@ def is_dirty(path: str, ignore: set[str] | frozenset[str] = frozenset()) -> bool
         base = workdir_relpath(repo, path)
         skip = {posixpath.join(base, p) if base else p for p in ignore}
         changed = repo.status(untracked_files="no")
-    except Exception:  # noqa: BLE001 - pygit2 raises bare GitError/KeyError types
+    except _read_errors():
         return None
     return any(p not in skip and not any(p.startswith(s + "/") for s in skip)
                for p in changed)
 
 
 def resolve(repo: Any, rev: str) -> Any:
-    """The commit object that `rev` names; GitError naming it otherwise."""
+    """The commit object that `rev` names; RevisionError naming it otherwise."""
     try:
         obj = repo.revparse_single(rev)
         return obj.peel(_pygit2().Commit)
-    except (KeyError, ValueError, Exception) as exc:  # noqa: BLE001
+    except _lookup_errors() as exc:
         why = str(exc).strip().strip("'\"")
         why = f" ({why})" if why and why != rev else ""  # pygit2 often just repeats it
-        raise GitError(f"unknown revision '{rev}'{why}. Use a branch, tag or commit "
-                       "that exists (`git log --oneline`).") from None
+        raise RevisionError(f"unknown revision '{rev}'{why}. Use a branch, tag or commit "
+                            "that exists (`git log --oneline`).") from None
 
 
 def read_blob(repo: Any, commit: Any, relpath: str) -> bytes | None:
@@ -86,8 +99,8 @@ def lock_text_at(root: str, lock_path: str, rev: str) -> tuple[str, str]:
     """(full sha, text of the lock file) at `rev`; the text is '' when the commit has none."""
     repo = open_repo(root)
     if repo is None:
-        raise GitError(f"'{root}' is not inside a Git repository, so revision '{rev}' means "
-                       "nothing here. Run `git init` and commit the project.")
+        raise RevisionError(f"'{root}' is not inside a Git repository, so revision '{rev}' "
+                            "means nothing here. Run `git init` and commit the project.")
     commit = resolve(repo, rev)
     data = read_blob(repo, commit, workdir_relpath(repo, lock_path))
     return str(commit.id), (data or b"").decode("utf-8")
@@ -97,7 +110,7 @@ def file_at(root: str, path: str, rev: str) -> bytes | None:
     """Bytes of the work-tree path `path` as committed at `rev` (None when absent)."""
     repo = open_repo(root)
     if repo is None:
-        raise GitError(f"'{root}' is not inside a Git repository.")
+        raise RevisionError(f"'{root}' is not inside a Git repository.")
     return read_blob(repo, resolve(repo, rev), workdir_relpath(repo, path))
 
 
@@ -120,7 +133,7 @@ def lock_history(root: str, lock_path: str, newest_first: bool = False
     for name in repo.references:
         try:
             obj = repo.references[name].peel(pygit2.Commit)
-        except (ValueError, KeyError, Exception):  # noqa: BLE001 - refs to non-commits
+        except _lookup_errors():  # a ref to a tree or blob, or one deleted meanwhile
             continue
         tips.add(obj.id)
     if not repo.head_is_unborn:
@@ -156,8 +169,9 @@ def read_files_at(path: str, rev: str, relpaths: list[str] | tuple[str, ...]
     """
     repo = open_repo(path)
     if repo is None:
-        raise GitError(f"cannot read revision '{rev}': '{path}' is not inside a Git "
-                       "repository. Run `git init` and commit, or compare `workspace` only.")
+        raise RevisionError(f"cannot read revision '{rev}': '{path}' is not inside a Git "
+                            "repository. Run `git init` and commit, or compare `workspace` "
+                            "only.")
     commit = resolve(repo, rev)
     prefix = workdir_relpath(repo, path)
     out: dict[str, bytes | None] = {}
@@ -180,8 +194,8 @@ def rev_sha(path: str, rev: str) -> str:
     """The full sha of the commit `rev` names in the repository containing `path`."""
     repo = open_repo(path)
     if repo is None:
-        raise GitError(f"'{path}' is not inside a Git repository, so revision '{rev}' means "
-                       "nothing here. Run `git init` and commit the project.")
+        raise RevisionError(f"'{path}' is not inside a Git repository, so revision '{rev}' "
+                            "means nothing here. Run `git init` and commit the project.")
     return str(resolve(repo, rev).id)
 
 
@@ -243,5 +257,5 @@ def parents(path: str, rev: str) -> list[str]:
     """Full shas of the parents of commit `rev` in the repository containing `path`."""
     repo = open_repo(path)
     if repo is None:
-        raise GitError(f"'{path}' is not inside a Git repository.")
+        raise RevisionError(f"'{path}' is not inside a Git repository.")
     return [str(p) for p in resolve(repo, rev).parent_ids]

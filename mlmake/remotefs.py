@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from mlmake.atomic import (atomic_copy, atomic_write, is_temp, orphaned_remote_temp,
                            temp_name)
-from mlmake.errors import RemoteError
+from mlmake.errors import RemoteSetupError
 
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "azure", "oss", "memory"}
 
@@ -246,11 +246,11 @@ def connect(name: str, url: str, options: tuple[tuple[str, Any], ...], root: str
         fs = fsspec.filesystem(protocol, **opts)
     except ImportError as exc:
         extra = " (pip install 'mlmake[s3]')" if protocol in ("s3", "s3a") else ""
-        raise RemoteError(f"remote '{name}': {protocol}:// needs a package that is not "
-                          f"installed{extra}: {scrub(str(exc), options)}") from None
+        raise RemoteSetupError(f"remote '{name}': {protocol}:// needs a package that is not "
+                               f"installed{extra}: {scrub(str(exc), options)}") from None
     except (ValueError, TypeError) as exc:
-        raise RemoteError(f"remote '{name}' ({scrub_url(url)}) cannot be opened: "
-                          f"{scrub(str(exc), options)}. Check its options.") from None
+        raise RemoteSetupError(f"remote '{name}' ({scrub_url(url)}) cannot be opened: "
+                               f"{scrub(str(exc), options)}. Check its options.") from None
     return FsspecBackend(fs, fs._strip_protocol(url), protocol)
 
 

@@ -6,13 +6,15 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from mlmake import __version__
-from mlmake.errors import MlmakeError
+from mlmake.errors import (EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                           MlmakeError)
 
 # Modules under mlmake/cli/ that define commands; add yours here.
 COMMAND_MODULES = ("commands", "outputs", "compare", "hooks", "envs", "remote", "serve")
@@ -130,7 +132,12 @@ def _hoist_globals(cmd: click.Command, rest: list[str]) -> list[str]:
     return moved + kept
 
 
-@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# \b keeps click from rewrapping the table
+EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EPILOG)
 @click.option("-C", "--directory", default=".", metavar="DIR",
               help="Change to DIR before doing anything.")
 @click.option("-f", "--file", default=None, metavar="FILE", help="Use FILE as the Mlfile.")
@@ -172,29 +179,29 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _sigterm)
     try:
         rv = cli.main(args=argv, prog_name="mlmake", standalone_mode=False)
-        code = rv if isinstance(rv, int) else 0
-    except MlmakeError as exc:
+        code = rv if isinstance(rv, int) else EXIT_OK
+    except MlmakeError as exc:  # its class (its domain) carries the code: errors.EXIT_CODES
         click.echo(f"error: {exc}", err=True)
         code = exc.exit_code
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        code = 2
+        code = EXIT_USAGE
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
-        code = 130
+        code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
         click.echo("interrupted: every child process was stopped; the lock holds what "
                    "finished. Run again to resume.", err=True)
-        code = 130
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:
-        code = 0
+        code = EXIT_OK
     except Exception:  # noqa: BLE001 - the one place that turns bugs into exit 3
         traceback.print_exc()
         click.echo("mlmake hit an internal error. Please report it with the traceback above.",
                    err=True)
-        code = 3
+        code = EXIT_INTERNAL
     return code
 
 

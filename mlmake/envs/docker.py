@@ -16,11 +16,12 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from mlmake.envs import Log, Runtime
-from mlmake.errors import EnvError
+from mlmake.errors import EnvError, EnvSetupError
 from mlmake.hashing import Entry, Hasher, canonical, hash_bytes, tree_digest
 from mlmake.model import EnvSpec
 
@@ -41,8 +42,8 @@ def _docker() -> Any:
     try:
         import docker
     except ImportError:
-        raise EnvError("container environments need the Python package 'docker': "
-                       "`pip install docker`") from None
+        raise EnvSetupError("container environments need the Python package "
+                                  "'docker': `pip install docker`") from None
     return docker
 
 
@@ -61,8 +62,9 @@ def client(timeout: int = 60) -> Any:
         return docker.from_env(timeout=timeout)
     except docker.errors.DockerException as exc:
         addr, how = engine_address()
-        raise EnvError(f"no Docker engine answers at {addr} ({how}): {_why(exc)}. Start "
-                       "the Docker engine, or set DOCKER_HOST to where it listens.") from None
+        raise EnvSetupError(
+            f"no Docker engine answers at {addr} ({how}): {_why(exc)}. Start the Docker "
+            "engine, or set DOCKER_HOST to where it listens.") from None
 
 
 def _why(exc: BaseException) -> str:
@@ -87,9 +89,9 @@ def check_engine(spec: EnvSpec, target: str | None = None) -> None:
     who = f"target '{target}' runs in environment" if target else "environment"
     try:
         client().close()
-    except EnvError as exc:
-        raise EnvError(f"{who} '{spec.name}' ({kind}) needs a Docker engine, but "
-                       f"{exc}") from None
+    except EnvSetupError as exc:
+        raise EnvSetupError(f"{who} '{spec.name}' ({kind}) needs a Docker engine, "
+                                  f"but {exc}") from None
 
 
 # -- what the image is made of -------------------------------------------------------------
@@ -343,7 +345,7 @@ def _close_on_cancel(c: Any, cancel: threading.Event, stop: threading.Event) -> 
 
 
 # -- running ------------------------------------------------------------------------------
-def container_config(job: "Job", runtime: Runtime, uid: int | None = None,
+def container_config(job: Job, runtime: Runtime, uid: int | None = None,
                      gid: int | None = None) -> dict[str, Any]:
     """The keyword arguments of `containers.run` for one job (pure: no engine needed)."""
     t = job.target
@@ -378,7 +380,7 @@ def container_config(job: "Job", runtime: Runtime, uid: int | None = None,
 class ContainerRun:
     """One job's command in a container: start, stream its lines, wait, stop, remove."""
 
-    def __init__(self, job: "Job", runtime: Runtime) -> None:
+    def __init__(self, job: Job, runtime: Runtime) -> None:
         self.config = container_config(job, runtime)
         self._client: Any = None
         self.container: Any = None

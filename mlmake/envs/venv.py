@@ -29,7 +29,7 @@ from typing import Any
 
 from mlmake.envs import Log, Runtime, has_requirements
 from mlmake.envs.once import build_once, file_lock, lock_path
-from mlmake.errors import EnvError
+from mlmake.errors import EnvError, EnvSetupError
 from mlmake.model import EnvSpec
 
 MARKER = "mlmake-env.json"
@@ -227,7 +227,7 @@ def _parent_pip_ok() -> bool:
     except (ImportError, PackageNotFoundError):
         return False
     m = re.match(r"(\d+)\.(\d+)", v)
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (22, 3)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (22, 3)
 
 
 _versions: dict[str, str] = {}
@@ -264,10 +264,10 @@ def interpreter(spec: EnvSpec, target: str | None = None) -> str:
         found = shutil.which(want)
     if found is None:
         who = f" (target '{target}' runs in it)" if target else ""
-        raise EnvError(f"[env.{spec.name}] python = '{want}': no such interpreter on this "
-                       f"machine{who}; looked for "
-                       f"'{want if not want[0].isdigit() else 'python' + want}' on PATH. "
-                       "Install it or change `python`.")
+        raise EnvSetupError(f"[env.{spec.name}] python = '{want}': no such interpreter "
+                                  f"on this machine{who}; looked for "
+                                  f"'{want if not want[0].isdigit() else 'python' + want}' on "
+                                  "PATH. Install it or change `python`.")
     return found
 
 

@@ -13,9 +13,10 @@ import queue as queue_mod
 import signal
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from mlmake.errors import ExecutorError, MlmakeError
+from mlmake.errors import ExecutorError, ExecutorSetupError, MlmakeError
 from mlmake.executors.base import Capacity, Job, JobResult, OnLine
 from mlmake.hashing import hash_bytes
 
@@ -23,7 +24,13 @@ try:
     import ray
     from ray.util.queue import Empty, Queue
 except ImportError as exc:  # pragma: no cover - exercised where Ray is absent
-    raise ExecutorError("the Ray executor needs Ray: pip install 'mlmake[ray]'") from exc
+    raise ExecutorSetupError("the Ray executor needs Ray: pip install 'mlmake[ray]'") \
+        from exc
+
+# What Ray's calls raise once the cluster, the queue actor or the task is gone (at shutdown,
+# after a crash): its own errors (RaySystemError when disconnected, RayActorError, RpcError),
+# ValueError for an object or handle it no longer knows, OSError from its core worker's I/O.
+_RAY_GONE: tuple[type[BaseException], ...] = (ray.exceptions.RayError, ValueError, OSError)
 
 _GRACE = 3.0
 _BATCH_SECONDS = 0.1
@@ -357,7 +364,7 @@ class RayExecutor:
 
             os.makedirs(self.state_dir, exist_ok=True)
             self._marker = os.path.join(self.state_dir, f"ray-here-{secrets.token_hex(8)}")
-            with open(self._marker, "w") as fh:
+            with open(self._marker, "w") as fh:  # a marker: its existence is the message
                 fh.write(str(os.getpid()))
         return self._marker
 
@@ -373,7 +380,7 @@ class RayExecutor:
                 target, kind, payload = self._queue.get(block=True, timeout=0.5)
             except (Empty, queue_mod.Empty):
                 continue
-            except Exception:  # noqa: BLE001 - the queue actor went away at shutdown
+            except _RAY_GONE:  # the queue actor went away at shutdown
                 if self._stop.is_set():
                     return
                 time.sleep(0.2)
@@ -412,7 +419,7 @@ class RayExecutor:
         for ref in refs:
             try:
                 ray.cancel(ref, force=False)
-            except Exception:  # noqa: BLE001 - already finished
+            except _RAY_GONE:  # finished, or the cluster went away
                 pass
         deadline = time.monotonic() + _GRACE + 2
         pending = list(refs)
@@ -421,7 +428,7 @@ class RayExecutor:
         for ref in pending:
             try:
                 ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001
+            except _RAY_GONE:
                 pass
 
     def close(self) -> None:
@@ -434,9 +441,10 @@ class RayExecutor:
             self.remote.close()
         self._stop.set()
         self._drainer.join(timeout=2)
+        actor: Any = self._queue.actor  # typed by Ray as the handle or its class
         try:
-            ray.kill(self._queue.actor)
-        except Exception:  # noqa: BLE001 - the cluster may be gone already
+            ray.kill(actor)
+        except _RAY_GONE:  # the cluster may be gone already
             pass
         if self._started_ray:
             ray.shutdown()

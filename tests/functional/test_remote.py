@@ -245,7 +245,7 @@ def test_secrets_never_reach_logs_lock_run_records_or_errors(repo, s3, tmp_path)
     wrong = remote.toml.replace(remote.bucket, "no-such-bucket")
     repo.write({"Mlfile": repo.read("Mlfile").replace(remote.toml, wrong)})
     r = repo.mlmake("push")
-    assert r.code == 2 and "no-such-bucket" in r.err and "does not exist" in r.err, r.text
+    assert r.code == 4 and "no-such-bucket" in r.err and "does not exist" in r.err, r.text
     texts.append(r.text)
     repo.write({".mlmake/config.toml": f'[remote.team]\noptions = {{ secret = "{SECRET}", '
                                        f'endpoint_url = "http://127.0.0.1:{_free_port()}" }}\n'})
