@@ -12,7 +12,8 @@ import secrets
 import shutil
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 TEMP_MARK = ".mlmake-tmp-"
 _LEGACY_AGE_S = 60.0
@@ -36,11 +37,11 @@ def atomic_write(path: str, data: bytes | str, mode: int | None = None,
     """Replace `path` with `data` atomically (file contents fsynced before the rename);
     `durable` also fsyncs the directory, so the rename itself survives a power loss
     (for the lock, the run cache and remote indexes)."""
-    write_with(path, lambda fh: fh.write(data.encode() if isinstance(data, str) else data),
-               mode, durable, tag, tmp_dir)
+    raw = data.encode() if isinstance(data, str) else data
+    write_with(path, lambda fh: fh.write(raw), mode, durable, tag, tmp_dir)
 
 
-def write_with(path: str, fill: Callable[[object], object], mode: int | None = None,
+def write_with(path: str, fill: Callable[[BinaryIO], object], mode: int | None = None,
                durable: bool = False, tag: str = "", tmp_dir: str | None = None) -> None:
     """Like atomic_write, with `fill(fh)` writing into the binary temp file. `tmp_dir`
     (on the same filesystem) holds the temp file instead of `path`'s directory, so that
@@ -70,9 +71,9 @@ def write_with(path: str, fill: Callable[[object], object], mode: int | None = N
 def atomic_copy(src: str, path: str, mode: int | None = None, tag: str = "",
                 tmp_dir: str | None = None) -> None:
     """Copy `src` to `path` atomically (fsynced)."""
-    def fill(fh: object) -> None:
+    def fill(fh: BinaryIO) -> None:
         with open(src, "rb") as s:
-            shutil.copyfileobj(s, fh, 1 << 20)  # type: ignore[misc]
+            shutil.copyfileobj(s, fh, 1 << 20)
     write_with(path, fill, mode, tag=tag, tmp_dir=tmp_dir)
 
 

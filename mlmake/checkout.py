@@ -130,13 +130,12 @@ def checkout_metrics(root: str, sha: str, paths: list[str], force: bool
         todo.append((p, data))
     if modified:
         raise ModifiedOutError(modified)
+    from mlmake.atomic import atomic_write
+
     for p, data in todo:
         full = os.path.join(root, p)
         os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
-        tmp = f"{full}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, full)
+        atomic_write(full, data)
     return [p for p, _ in todo], absent
 
 

@@ -14,6 +14,7 @@ import platform
 import sys
 from typing import Any
 
+from mlmake.atomic import atomic_write
 from mlmake.hashing import Hasher
 from mlmake.model import EnvSpec
 
@@ -45,10 +46,7 @@ def remember(spec: EnvSpec, digest: str, hasher: Hasher) -> None:
         return
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(describe(spec, hasher), fh, sort_keys=True)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(describe(spec, hasher), sort_keys=True))
     except OSError:
         pass
 

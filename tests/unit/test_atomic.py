@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import BinaryIO
+
+import pytest
 
 from mlmake import atomic
 
@@ -39,6 +42,41 @@ def test_threads_writing_one_file_leave_one_whole_version_and_no_temps(tmp_path:
         t.join()
     assert Path(path).read_bytes() in versions
     assert os.listdir(tmp_path) == ["lock"]
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_two_threads_writing_one_path_at_once_both_succeed_and_one_version_wins(
+        tmp_path: Path, durable: bool):
+    tmp_path = tmp_path / "d"
+    tmp_path.mkdir()
+    path = str(tmp_path / "runcache-entry")
+    versions = [b"a" * 300_000, b"b" * 300_000]
+    both_open = threading.Barrier(2, timeout=10)
+    temps: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def write(version: bytes) -> None:
+        def fill(fh: BinaryIO) -> None:
+            fh.write(version[:1000])
+            both_open.wait()  # the other thread holds its own temp file right now
+            temps.append(sorted(os.listdir(tmp_path)))
+            both_open.wait()
+            fh.write(version[1000:])
+        try:
+            atomic.write_with(path, fill, durable=durable)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(temps) == 2 and len(temps[0]) == 2  # two temp names side by side, no clash
+    assert all(atomic.TEMP_MARK in n for n in temps[0])
+    assert Path(path).read_bytes() in versions  # one whole version, never a mix
+    assert os.listdir(tmp_path) == ["runcache-entry"]
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path):
