@@ -15,8 +15,9 @@ import stat as stat_mod
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -122,9 +123,10 @@ class StatCache:
 
     Two marshal files: `path` holds tree signatures and the entries of files hashed on
     their own (small, read on every check); `path.files` the entries of files inside trees
-    and of store objects (`bulk`), read only when a tree changed. Both are written atomically when something changed. Entries for files
-    modified in the last moments are not trusted (they may change again within one
-    timestamp tick), as Git does for its index.
+    and of store objects (`bulk`), read only when a tree changed. Both are written
+    atomically when something changed. Entries for files modified in the last moments are
+    not trusted (they may change again within one timestamp tick), as Git does for its
+    index.
     """
 
     def __init__(self, path: str | None) -> None:
@@ -387,8 +389,8 @@ class Hasher:
                     results = list(pool.map(hash_file, paths))
             else:
                 results = [hash_file(p) for p in paths]
-            for (i, p, st), d in zip(todo, results):
+            for (i, p, st), d in zip(todo, results, strict=True):
                 digests[i] = d
                 self.cache.put(p, st, d, self.now_ns)
         return [Entry(p, d or "", bool(st.st_mode & 0o111))
-                for (p, st), d in zip(files, digests)]
+                for (p, st), d in zip(files, digests, strict=True)]

@@ -16,8 +16,9 @@ import os
 import re
 import shlex
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from mlmake.model import Target
 

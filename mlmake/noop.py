@@ -19,7 +19,8 @@ import marshal
 import os
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 FORMAT = 1
 NAME = "noop"

@@ -168,7 +168,7 @@ class RunStore:
         if not os.path.exists(self.path):
             return []
         rows = self._run(sql, args)
-        return [RunRecord(*r[:13], outs=json.loads(r[13]) if r[13] else None) for r in rows]
+        return [_record(r) for r in rows]
 
     def builds(self, limit: int = 50) -> list[dict[str, Any]]:
         """Builds, newest first, as JSON-ready dicts."""
@@ -198,8 +198,7 @@ class RunStore:
             "SELECT build, target, key, outcome, started, duration, commit_sha, host, "
             "executor, exit_code, log, source, message, outs FROM runs WHERE id IN "
             "(SELECT MAX(id) FROM runs GROUP BY target)")
-        return {r[1]: RunRecord(*r[:13], outs=json.loads(r[13]) if r[13] else None)
-                for r in rows}
+        return {r[1]: _record(r) for r in rows}
 
     def durations(self, targets: list[str]) -> dict[str, float]:
         """Median-ish past duration (mean of the last 5 ran) per target, for estimates."""
@@ -255,10 +254,16 @@ def _corrupt(exc: sqlite3.DatabaseError) -> bool:
         or "not a database" in text
 
 
+def _record(r: tuple[Any, ...]) -> RunRecord:
+    """A RunRecord from a `runs` row in the column order of the SELECTs above."""
+    return RunRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
+                     r[12], json.loads(r[13]) if r[13] else None)
+
+
 def _build_dict(r: tuple[Any, ...]) -> dict[str, Any]:
     keys = ("id", "trigger", "commit", "started", "finished", "status", "params", "targets",
             "summary", "host", "executor", "endpoint", "message", "dirty")
-    d = dict(zip(keys, r))
+    d = dict(zip(keys, r, strict=True))
     d["dirty"] = None if d["dirty"] is None else bool(d["dirty"])
     for k in ("params", "targets", "summary"):
         d[k] = json.loads(d[k]) if d[k] else ({} if k != "targets" else [])

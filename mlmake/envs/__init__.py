@@ -14,8 +14,8 @@ import posixpath
 import shlex
 import sys
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 from mlmake.hashing import Hasher, canonical, hash_bytes
 from mlmake.model import EnvSpec
@@ -23,7 +23,7 @@ from mlmake.model import EnvSpec
 ENV_FORMAT = 1
 ENVS_DIR = "envs"  # under the state directory (.mlmake/)
 
-Log = Callable[[str], None]
+Log = Callable[[str], object]  # a line of build output; what it returns is ignored
 
 
 def spec_digest(spec: EnvSpec, hasher: Hasher) -> str:

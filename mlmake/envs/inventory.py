@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from mlmake import envs
 from mlmake.envs import venv
@@ -202,8 +204,7 @@ def build(pipeline: Pipeline, names: tuple[str, ...] | list[str], digest_of: Dig
     for spec in specs:
         digest = digest_of(spec.name) or ""
         try:
-            rt = envs.prepare(spec, digest, root, state_dir,
-                              log=lambda line, n=spec.name: log(n, line))
+            rt = envs.prepare(spec, digest, root, state_dir, log=functools.partial(log, spec.name))
         except EnvError as exc:
             results.append(BuildResult(spec.name, False, message=str(exc)))
             continue

@@ -6,8 +6,9 @@ import math
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from mlmake.errors import MlfileError
 from mlmake.model import EnvSpec, Pipeline, Target
@@ -94,8 +95,8 @@ def detect_gpus() -> tuple[str, ...]:
         out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ()
-    return tuple(str(i) for i, line in enumerate(l for l in out.splitlines()
-                                                  if l.startswith("GPU ")))
+    return tuple(str(i) for i, line in enumerate(s for s in out.splitlines()
+                                                  if s.startswith("GPU ")))
 
 
 def check_fits(pipeline: Pipeline, names: set[str], cap: Capacity) -> None:

@@ -7,7 +7,8 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mlmake import envs, orphans
 from mlmake.errors import EnvError
