@@ -6,81 +6,117 @@ import os
 import stat as stat_mod
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlmake import events as ev
 from mlmake.executors.base import Executor, Job
 from mlmake.graph import Graph
 from mlmake.hashing import Entry, Hasher
-from mlmake.lockfile import Lock, LockChangedError
+from mlmake.lockfile import Lock, LockChangedError, LockEntry
 from mlmake.errors import RemoteError, StoreError, UsageError
-from mlmake.model import Outcome, Pipeline, Target
+from mlmake.model import MANIFEST_SUFFIX, Outcome, OutRecord, Pipeline, Target, outs_json
 from mlmake.plan import Checker, Lookahead, TargetState
 from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
-from mlmake.store import MANIFEST_SUFFIX, MissingObjectError, Store, remove_path
+from mlmake.store import MissingObjectError, Store, remove_path
+
+if TYPE_CHECKING:
+    from mlmake.buildremote import BuildRemote
 
 
-@dataclass
-class BuildContext:
-    """Everything a build shares between its worker threads."""
+@dataclass(frozen=True)
+class BuildConfig:
+    """A build's settings, fixed before it starts."""
 
     build_id: str
+    log_dir: str
+    commit: str | None = None
+    forced: frozenset[str] = frozenset()  # targets run even when up to date
+    estimates: Mapping[str, float] = field(default_factory=dict)  # target → seconds expected
+    keys_dir: str | None = None  # shared .mlmake/keys/: one builder per target key at once
+    state_dir: str | None = None  # the .mlmake/ whose envs/ holds the venvs (shared too)
+
+
+@dataclass(frozen=True)
+class BuildParts:
+    """The collaborators a build talks to from its worker threads."""
+
     pipeline: Pipeline
     graph: Graph
-    lock: Lock
     checker: Checker
     hasher: Hasher
     executor: Executor
     reporter: ev.Reporter
     runs: RunStore
-    log_dir: str
-    commit: str | None
     store: Store
-    runcache: RunCache
+    runcache: RunCache | BuildRemote  # the remote's after the local one, with a remote
     lookahead: Lookahead | None = None
-    forced: set[str] = field(default_factory=set)
-    estimates: dict[str, float] = field(default_factory=dict)
-    keys_dir: str | None = None  # shared .mlmake/keys/: one builder per target key at once
-    state_dir: str | None = None  # the .mlmake/ whose envs/ holds the venvs (shared too)
-    remote: Any = None  # a sync.BuildRemote: remote lookups, downloads, uploads (or None)
-    mutex: threading.Lock = field(default_factory=threading.Lock)
-    lock_interval: float = 0.2
-    lock_conflict: Exception | None = None
-    _lock_saved: float = 0.0
-    _lock_dirty: bool = False
+    remote: BuildRemote | None = None  # remote lookups, downloads, uploads
 
-    def save_lock(self, force: bool = False) -> None:
-        """Write Mlfile.lock (call with `mutex` held): at once when forced, else at most every
-        `lock_interval` seconds so a build of many quick targets does not spend its time
-        rewriting the lock. Results written since are safe in the run cache and the final
-        write (also on interrupt) records them."""
-        self._lock_dirty = True
-        now = time.monotonic()
-        if self.lock_conflict is None and (force or now - self._lock_saved >= self.lock_interval):
-            try:
-                self.lock.write(set(self.pipeline.targets))
-            except LockChangedError as exc:
-                self.lock_conflict = exc
-                self.reporter.emit(ev.Notice(str(exc), "warning"))
-            self._lock_saved = now
-            self._lock_dirty = False
 
-    def flush_lock(self) -> None:
+class LockWriter:
+    """The build's Mlfile.lock: entries recorded from worker threads under `mutex`, the file
+    written at most every `interval` seconds so a build of many quick targets does not spend
+    its time rewriting it. Results recorded since the last write are safe in the run cache,
+    and `flush` (also on interrupt) writes them.
+
+    A lock file replaced on disk meanwhile (a checkout of another commit) is a `conflict`:
+    it warns once and nothing more is written.
+    """
+
+    def __init__(self, lock: Lock, keep: set[str], reporter: ev.Reporter,
+                 interval: float = 0.2) -> None:
+        self.lock = lock
+        self.keep = keep  # the targets whose entries the file keeps
+        self.reporter = reporter
+        self.interval = interval
+        self.mutex = threading.Lock()
+        self.conflict: LockChangedError | None = None
+        self._saved = float("-inf")  # the first record is written at once
+        self._dirty = False
+
+    @property
+    def entries(self) -> dict[str, LockEntry]:
+        return self.lock.entries
+
+    def record(self, name: str, entry: LockEntry) -> None:
+        """Set `name`'s entry and write the file unless it was written moments ago."""
         with self.mutex:
-            if self._lock_dirty:
-                self.save_lock(force=True)
-    ran: set[str] = field(default_factory=set)
+            self.lock.entries[name] = entry
+            self._save(force=False)
+
+    def flush(self) -> None:
+        """Write what was recorded since the last write."""
+        with self.mutex:
+            if self._dirty:
+                self._save(force=True)
+
+    def _save(self, force: bool) -> None:
+        self._dirty = True
+        now = time.monotonic()
+        if self.conflict is None and (force or now - self._saved >= self.interval):
+            try:
+                self.lock.write(self.keep)
+            except LockChangedError as exc:
+                self.conflict = exc
+                self.reporter.emit(ev.Notice(str(exc), "warning"))
+            self._saved = now
+            self._dirty = False
 
 
 class Builder:
     """The per-target work the scheduler calls from its worker threads."""
 
-    def __init__(self, ctx: BuildContext) -> None:
-        self.ctx = ctx
+    def __init__(self, config: BuildConfig, parts: BuildParts, lock: LockWriter) -> None:
+        self.config = config
+        self.parts = parts
+        self.lock = lock
+        self.ran: set[str] = set()  # targets whose outs changed in this build
+        self._ran_mutex = threading.Lock()
         self._claims: dict[str, Any] = {}
-        os.makedirs(ctx.log_dir, exist_ok=True)
+        os.makedirs(config.log_dir, exist_ok=True)
 
     def work(self, name: str, gpus: tuple[str, ...]) -> Outcome:
         try:
@@ -94,26 +130,34 @@ class Builder:
         """Claim `t`'s key before executing it, so that two builds sharing the state
         directory (triggered runs in worktrees) run it once; True when another builder held
         it, so its result may now be in the run cache."""
-        ctx = self.ctx
-        if not ctx.keys_dir or not t.cache or forced or t.always or state.key is None:
+        keys_dir, reporter = self.config.keys_dir, self.parts.reporter
+        if not keys_dir or not t.cache or forced or t.always or state.key is None:
             return False
         from mlmake.keylock import KeyClaim
 
-        claim = KeyClaim(ctx.keys_dir, state.key)
+        claim = KeyClaim(keys_dir, state.key)
         self._claims[t.name] = claim
-        return claim.acquire(lambda: ctx.reporter.emit(ev.Notice(
+        return claim.acquire(lambda: reporter.emit(ev.Notice(
             f"{t.name}: another build is running the same key; waiting for its result")))
 
+    def _ran(self, name: str) -> None:
+        with self._ran_mutex:
+            self.ran.add(name)
+
+    def _upstream_ran(self, name: str) -> bool:
+        with self._ran_mutex:
+            return bool(self.parts.graph.data_up[name] & self.ran)
+
     def _work(self, name: str, gpus: tuple[str, ...]) -> Outcome:
-        ctx = self.ctx
-        t = ctx.graph.targets[name]
+        p = self.parts
+        t = p.graph.targets[name]
         started = time.time()
-        forced = name in ctx.forced
-        la = ctx.lookahead
-        if la is not None and name in la.states and not (ctx.graph.data_up[name] & ctx.ran):
+        forced = name in self.config.forced
+        la = p.lookahead
+        if la is not None and name in la.states and not self._upstream_ran(name):
             state = la.states[name]  # nothing upstream ran since the lookahead hashed it
         else:
-            state = ctx.checker.state(t, force=forced)
+            state = p.checker.state(t, force=forced)
         needed = la is None or name in la.needed
         if not state.stale or (not needed and all(r.kind == "out-missing"
                                                   for r in state.reasons)):
@@ -121,7 +165,7 @@ class Builder:
                 self._store_uncached(t)
             outcome = Outcome(name, "uptodate", key=state.key,
                               message="" if needed or not state.stale else "not materialized")
-            ctx.reporter.emit(ev.TargetFinished(outcome))
+            p.reporter.emit(ev.TargetFinished(outcome))
             return outcome
         if state.key is None:
             missing = [d for d, v in state.deps.items() if v is None]
@@ -129,23 +173,22 @@ class Builder:
                 f"dep '{missing[0]}' is missing after its upstream ran; check that the "
                 "upstream target writes it")), started, state)
         foreseen = la is not None and state is la.states.get(name) and name in la.reusable
-        if foreseen:
-            recs = la.reusable[name]  # the lookahead found them with these very inputs
+        if la is not None and foreseen:
+            recs: dict[str, OutRecord] | None = la.reusable[name]  # found with these inputs
         else:
-            recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)
+            recs = p.checker.cached_outs(t, state, p.runcache, forced)
         if recs is None and self._claim(t, state, forced):
-            recs = ctx.checker.cached_outs(t, state, ctx.runcache, forced)  # built meanwhile
+            recs = p.checker.cached_outs(t, state, p.runcache, forced)  # built meanwhile
         if recs is not None:
             try:
                 outcome = self.reuse(t, state, recs, materialize=needed, started=started)
             except (StoreError, RemoteError) as exc:
-                if not (ctx.remote is not None and isinstance(exc, MissingObjectError)):
-                    ctx.reporter.emit(ev.Notice(f"{t.name}: {exc} Running it instead.",
-                                                "warning"))  # (the remote lacks it: quiet)
+                if not (p.remote is not None and isinstance(exc, MissingObjectError)):
+                    p.reporter.emit(ev.Notice(f"{t.name}: {exc} Running it instead.",
+                                              "warning"))  # (the remote lacks it: quiet)
             else:
                 if not foreseen:  # (another build's result): downstream states are re-read
-                    with ctx.mutex:
-                        ctx.ran.add(name)
+                    self._ran(name)
                 return outcome
         try:
             self.materialize_inputs(t)
@@ -154,44 +197,42 @@ class Builder:
                                            message=str(exc)), started, state)
         return self.execute(t, state, gpus, started)
 
-    def reuse(self, t: Target, state: TargetState, recs: dict[str, dict[str, Any]],
+    def reuse(self, t: Target, state: TargetState, recs: dict[str, OutRecord],
               materialize: bool, started: float) -> Outcome:
         """Restore a target's outs from the store (or only record them when nothing needs
         them in the work tree) instead of running it."""
-        ctx = self.ctx
-        root = ctx.pipeline.root
-        source = ctx.remote.source(state.key) if ctx.remote is not None else "local"
-        old = ctx.lock.entries.get(t.name)
+        p = self.parts
+        root = p.pipeline.root
+        source = p.remote.source(state.key) if p.remote is not None else "local"
+        old = self.lock.entries.get(t.name)
         restored = old is not None and old.key == state.key and old.outs == recs
         if materialize:
-            if ctx.remote is not None and ctx.remote.fetch({o: recs[o] for o in t.all_outs}):
-                source = ctx.remote.name
+            if p.remote is not None and p.remote.fetch({o: recs[o] for o in t.all_outs}):
+                source = p.remote.name
             for out in t.all_outs:
-                for oid in ctx.store.missing(recs[out]):
+                for oid in p.store.missing(recs[out]):
                     raise MissingObjectError(oid, out)
             for out in t.all_outs:
                 rec = recs[out]
-                now = ctx.hasher.path(out)
-                if now == rec["hash"]:
+                now = p.hasher.path(out)
+                if now == rec.hash:
                     continue
                 self.keep_edit(t, out, now)
                 if out in t.metrics:
-                    ctx.store.export(rec, os.path.join(root, out))
+                    p.store.export(rec, os.path.join(root, out))
                 else:
-                    ctx.store.restore(out, rec)
+                    p.store.restore(out, rec)
         else:  # lean: an out nothing needs is absent, never left holding other bytes
             for out in t.all_outs:
-                now = ctx.hasher.path(out)
-                if now is not None and now != recs[out]["hash"]:
+                now = p.hasher.path(out)
+                if now is not None and now != recs[out].hash:
                     self.keep_edit(t, out, now)
                     remove_path(os.path.join(root, out))
-        with ctx.mutex:
-            ctx.lock.entries[t.name] = state.entry(t.cmd, recs)
-            ctx.save_lock()
-        if ctx.remote is not None and materialize:
-            ctx.remote.adopt(state.key)
+        self.lock.record(t.name, state.entry(t.cmd, recs))
+        if p.remote is not None and materialize:
+            p.remote.adopt(state.key)
             if source == "local" and t.cache:
-                ctx.remote.upload(t.name, state.key, recs)
+                p.remote.upload(t.name, state.key, recs)
         message = "not materialized" if not materialize else "restored" if restored else ""
         return self._finish(t, Outcome(t.name, "reused", key=state.key, source=source,
                                        message=message), started, state, recs)
@@ -199,57 +240,58 @@ class Builder:
     def keep_edit(self, t: Target, out: str, now: str | None) -> None:
         """Before an out whose content is `now` is replaced, put that content into the cache
         unless it is there already, so an edit by hand is never lost, and say where it is."""
-        ctx = self.ctx
-        if now is None or ctx.store.has(now) or ctx.store.has(now + MANIFEST_SUFFIX):
+        store = self.parts.store
+        if now is None or store.has(now) or store.has(now + MANIFEST_SUFFIX):
             return
-        ctx.store.keep(out)
+        store.keep(out)
         if out in t.metrics:
             return  # committed to Git, which shows the difference; the copy is kept quietly
-        ctx.reporter.emit(ev.Notice(
+        self.parts.reporter.emit(ev.Notice(
             f"{t.name}: '{out}' was modified in the work tree; the recorded version replaces "
             f"it, and yours is kept in the cache until `mlmake gc`: `mlmake get --object "
             f"{now} -o FILE` writes it out.", "warning"))
 
     def materialize_inputs(self, t: Target) -> None:
         """Restore any upstream out this target reads that is not in the work tree."""
-        ctx = self.ctx
-        for u in ctx.graph.data_up[t.name]:
-            entry = ctx.lock.entries.get(u)
+        p = self.parts
+        for u in p.graph.data_up[t.name]:
+            entry = self.lock.entries.get(u)
             if entry is None:
                 continue
-            ut = ctx.graph.targets[u]
+            ut = p.graph.targets[u]
             for out, rec in entry.outs.items():
-                now = ctx.hasher.path(out)
-                if out in ut.metrics or now == rec["hash"]:
+                now = p.hasher.path(out)
+                if out in ut.metrics or now == rec.hash:
                     continue
-                if ctx.remote is not None:
-                    ctx.remote.fetch({out: rec})
+                if p.remote is not None:
+                    p.remote.fetch({out: rec})
                 self.keep_edit(ut, out, now)
-                ctx.store.restore(out, rec)
+                p.store.restore(out, rec)
 
     def execute(self, t: Target, state: TargetState, gpus: tuple[str, ...],
                 started: float) -> Outcome:
-        ctx = self.ctx
+        p = self.parts
+        root = p.pipeline.root
         if not t.persist:
             for out in t.all_outs:
-                remove_path(os.path.join(ctx.pipeline.root, out))
+                remove_path(os.path.join(root, out))
         else:
             for out in t.all_outs:
-                if os.path.exists(os.path.join(ctx.pipeline.root, out)):
-                    ctx.store.unprotect(out)
+                if os.path.exists(os.path.join(root, out)):
+                    p.store.unprotect(out)
         for out in t.all_outs:
-            os.makedirs(os.path.dirname(os.path.join(ctx.pipeline.root, out)) or ".",
-                        exist_ok=True)
-        log_path = os.path.join(ctx.log_dir, f"{t.name}.log")
-        ctx.reporter.emit(ev.TargetStarted(t.name, state.reasons, ctx.estimates.get(t.name)))
+            os.makedirs(os.path.dirname(os.path.join(root, out)) or ".", exist_ok=True)
+        log_path = os.path.join(self.config.log_dir, f"{t.name}.log")
+        p.reporter.emit(ev.TargetStarted(t.name, state.reasons,
+                                         self.config.estimates.get(t.name)))
         # the modules it imports travel with it to a node without the project's files
         job_target = replace(t, deps=t.deps + tuple(state.implicit)) if state.implicit else t
-        job = Job(target=job_target, root=ctx.pipeline.root, log_path=log_path, gpus=gpus,
-                  env={"MLMAKE_TARGET": t.name, "MLMAKE_ROOT": ctx.pipeline.root},
-                  env_spec=ctx.pipeline.envs.get(t.env) if t.env else None,
-                  env_digest=state.env, state_dir=ctx.state_dir)
+        job = Job(target=job_target, root=root, log_path=log_path, gpus=gpus,
+                  env={"MLMAKE_TARGET": t.name, "MLMAKE_ROOT": root},
+                  env_spec=p.pipeline.envs.get(t.env) if t.env else None,
+                  env_digest=state.env, state_dir=self.config.state_dir)
         t0 = time.monotonic()
-        result = ctx.executor.run(job, lambda line: ctx.reporter.emit(
+        result = p.executor.run(job, lambda line: p.reporter.emit(
             ev.TargetOutput(t.name, line)))
         duration = time.monotonic() - t0
         if result.exit_code != 0:
@@ -262,20 +304,19 @@ class Builder:
                 t.name, "failed", duration, 0, log_path,
                 f"the command succeeded but did not write '{missing[0]}'; fix the command or "
                 "the target's outs", state.key), started, state)
-        if t.cache:  # crash order: objects, then links, run cache, lock entry, run record
+        if t.cache and state.key is not None:  # (a target runs only with a key)
+            # crash order: objects, then links, run cache, lock entry, run record
             try:
                 self.save(t, outs, entries_of)
-                ctx.runcache.put(state.key, t.name, outs)  # type: ignore[arg-type]
+                p.runcache.put(state.key, t.name, outs)
             except (StoreError, OSError) as exc:
                 self._keep_old_outs(t)
                 return self._finish(t, Outcome(t.name, "failed", duration, 0, log_path,
                                                str(exc), state.key), started, state)
-        with ctx.mutex:
-            ctx.ran.add(t.name)
-            ctx.lock.entries[t.name] = state.entry(t.cmd, outs)
-            ctx.save_lock()
-        if ctx.remote is not None and t.cache:
-            ctx.remote.upload(t.name, state.key, outs)
+        self._ran(t.name)
+        self.lock.record(t.name, state.entry(t.cmd, outs))
+        if p.remote is not None and t.cache:
+            p.remote.upload(t.name, state.key, outs)
         return self._finish(t, Outcome(t.name, "ran", duration, 0, log_path, key=state.key,
                                        node=result.node), started, state, outs)
 
@@ -283,55 +324,52 @@ class Builder:
         """Store the outs of an up-to-date target that the cache lacks (a run killed between
         the command and its store left them only in the work tree, where they match the
         lock): one stat per out, since a directory's manifest is stored last."""
-        ctx = self.ctx
-        entry = ctx.lock.entries.get(t.name)
+        entry = self.lock.entries.get(t.name)
         if entry is None:
             return
-        store = ctx.store
-        if all(out in t.metrics or store.has(rec["hash"] + (
-                ".dir" if rec.get("type") == "dir" else "")) for out, rec in entry.outs.items()):
+        store = self.parts.store
+        if all(out in t.metrics or store.has(rec.oid) for out, rec in entry.outs.items()):
             return
         outs, missing, entries_of = self.hash_outs(t)
-        if missing or any(outs[o]["hash"] != r["hash"] for o, r in entry.outs.items()
-                          if o in outs):
+        if missing or any(outs[o].hash != r.hash for o, r in entry.outs.items() if o in outs):
             return
         try:
             self.save(t, outs, entries_of)
         except (StoreError, OSError) as exc:
-            ctx.reporter.emit(ev.Notice(f"{t.name}: {exc}", "warning"))
+            self.parts.reporter.emit(ev.Notice(f"{t.name}: {exc}", "warning"))
 
     def _keep_old_outs(self, t: Target) -> None:
         """After the store refused a result (full disk, read-only cache), put back the outs
         its lock entry records, when the cache still has them."""
-        ctx = self.ctx
-        entry = ctx.lock.entries.get(t.name)
+        entry = self.lock.entries.get(t.name)
         if entry is None:
             return
+        store = self.parts.store
         for out, rec in entry.outs.items():
             try:
                 if out in t.metrics:
-                    ctx.store.export(rec, os.path.join(ctx.pipeline.root, out))
+                    store.export(rec, os.path.join(self.parts.pipeline.root, out))
                 else:
-                    ctx.store.restore(out, rec)
+                    store.restore(out, rec)
             except (StoreError, OSError):
                 pass  # left as the command wrote it: stale against the lock, rebuilt next run
 
-    def save(self, t: Target, outs: dict[str, dict[str, Any]],
+    def save(self, t: Target, outs: dict[str, OutRecord],
              entries_of: dict[str, list[Entry]]) -> None:
         """Put a target's fresh outs into the store; cached outs are linked back read-only,
         metrics stay ordinary files (they are committed to Git)."""
-        ctx = self.ctx
         for out, rec in outs.items():
-            ctx.store.save_out(out, rec, entries_of.get(out), link=out not in t.metrics)
+            self.parts.store.save_out(out, rec, entries_of.get(out), link=out not in t.metrics)
 
     def record(self, order: list[str], force: bool) -> list[str]:
         """Record the targets' current outs and deps as up to date without running them
-        (`mlmake commit`); returns the targets whose lock entry changed."""
-        ctx = self.ctx
+        (`mlmake commit`); returns the targets whose lock entry changed. The caller writes
+        the lock."""
+        p = self.parts
         changed: list[str] = []
         for n in order:
-            t = ctx.graph.targets[n]
-            state = ctx.checker.state(t)
+            t = p.graph.targets[n]
+            state = p.checker.state(t)
             if not state.stale and not force:
                 continue
             if state.key is None:
@@ -340,47 +378,47 @@ class Builder:
             outs, _, entries_of = self.hash_outs(t)
             if t.cache:
                 self.save(t, outs, entries_of)
-                ctx.runcache.put(state.key, n, outs)
-            ctx.lock.entries[n] = state.entry(t.cmd, outs)
+                p.runcache.put(state.key, n, outs)
+            self.lock.entries[n] = state.entry(t.cmd, outs)
             changed.append(n)
         return changed
 
-    def hash_outs(self, t: Target) -> tuple[dict[str, dict[str, Any]], list[str],
+    def hash_outs(self, t: Target) -> tuple[dict[str, OutRecord], list[str],
                                             dict[str, list[Entry]]]:
         """Hash every out of `t` as it is in the work tree; also list the missing ones and
         the manifests of directory outs."""
-        outs: dict[str, dict[str, Any]] = {}
+        outs: dict[str, OutRecord] = {}
         missing: list[str] = []
         entries_of: dict[str, list[Entry]] = {}
+        hasher = self.parts.hasher
         for out in t.all_outs:
-            full = os.path.join(self.ctx.pipeline.root, out)
+            full = os.path.join(self.parts.pipeline.root, out)
             try:
                 st = os.stat(full)
             except FileNotFoundError:
                 missing.append(out)
                 continue
+            metric = out in t.metrics
             if stat_mod.S_ISDIR(st.st_mode):
-                digest, entries = self.ctx.hasher.tree(out, manifest=True)
+                digest, entries = hasher.tree(out, manifest=True)
                 entries_of[out] = entries
                 size = sum(os.path.getsize(os.path.join(full, e.path)) for e in entries)
-                outs[out] = {"hash": digest, "type": "dir", "files": len(entries),
-                             "size": size}
+                outs[out] = OutRecord(digest, "dir", size=size, files=len(entries),
+                                      metric=metric)
             else:
-                outs[out] = {"hash": self.ctx.hasher.file(out, st), "type": "file",
-                             "size": st.st_size}
-                if st.st_mode & 0o111:
-                    outs[out]["exec"] = True
-            if out in t.metrics:
-                outs[out]["metric"] = True
+                outs[out] = OutRecord(hasher.file(out, st), "file", size=st.st_size,
+                                      executable=bool(st.st_mode & 0o111), metric=metric)
         return outs, missing, entries_of
 
     def _finish(self, t: Target, outcome: Outcome, started: float, state: TargetState,
-                outs: dict[str, dict[str, Any]] | None = None) -> Outcome:
-        ctx = self.ctx
-        ctx.runs.add(RunRecord(
-            build=ctx.build_id, target=t.name, key=outcome.key, outcome=outcome.status,
-            started=started, duration=outcome.duration, commit=ctx.commit,
-            host=outcome.node or ctx.runs.host, executor=ctx.executor.name, exit_code=outcome.exit_code,
-            log=outcome.log, source=outcome.source, message=outcome.message, outs=outs))
-        ctx.reporter.emit(ev.TargetFinished(outcome))
+                outs: dict[str, OutRecord] | None = None) -> Outcome:
+        p = self.parts
+        p.runs.add(RunRecord(
+            build=self.config.build_id, target=t.name, key=outcome.key,
+            outcome=outcome.status, started=started, duration=outcome.duration,
+            commit=self.config.commit, host=outcome.node or p.runs.host,
+            executor=p.executor.name, exit_code=outcome.exit_code, log=outcome.log,
+            source=outcome.source, message=outcome.message,
+            outs=outs_json(outs) if outs is not None else None))
+        p.reporter.emit(ev.TargetFinished(outcome))
         return outcome

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from mlmake import git
 from mlmake.errors import GitError, StoreError, UsageError
 from mlmake.hashing import Hasher
 from mlmake.lockfile import Lock
+from mlmake.model import OutRecord
 from mlmake.store import MANIFEST_SUFFIX, MissingObjectError, Store
 
 
@@ -22,6 +22,7 @@ class CheckoutResult:
     unchanged: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)  # committed to Git: left to Git
+    metrics_written: list[str] = field(default_factory=list)  # written as committed at the rev
 
 
 class ModifiedOutError(StoreError):
@@ -67,15 +68,15 @@ def checkout(root: str, lock_path: str, rev: str | None, store: Store, hasher: H
             raise UsageError(f"commit {sha[:10]} records no target named "
                              f"{', '.join(sorted(unknown))}.")
     result = CheckoutResult(sha)
-    todo: list[tuple[str, dict[str, Any]]] = []
+    todo: list[tuple[str, OutRecord]] = []
     modified: list[str] = []
     for entry in chosen.values():
         for out, rec in sorted(entry.outs.items()):
-            if rec.get("metric"):
+            if rec.metric:
                 result.metrics.append(out)
                 continue  # committed to Git: git checkout owns it
             now = hasher.path(out)
-            if now == rec["hash"]:
+            if now == rec.hash:
                 result.unchanged.append(out)
                 continue
             saved = store.has(now) or store.has(now + MANIFEST_SUFFIX) if now else True
@@ -147,7 +148,7 @@ def get(root: str, lock_path: str, rev: str, path: str, dest: str, store: Store)
     for entry in old.entries.values():
         for out, rec in entry.outs.items():
             if rel == out or rel.startswith(out + "/"):
-                if rec.get("metric"):
+                if rec.metric:
                     break
                 inner = "" if rel == out else rel[len(out) + 1:]
                 store.export(rec, dest, inner)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from mlmake.hashing import Entry, hash_file, tree_digest
+from mlmake.model import OutRecord
 from mlmake.store import MANIFEST_SUFFIX, Store
 
 
@@ -31,7 +32,7 @@ class DoctorReport:
         return not self.unrepaired
 
 
-def check(store: Store, remote: Any = None, needed: Iterable[tuple[str, dict[str, Any]]] = ()
+def check(store: Store, remote: Any = None, needed: Iterable[tuple[str, OutRecord]] = ()
           ) -> DoctorReport:
     """Hash every local object (no stat cache trusted), remove the corrupt ones; then read
     every object of `remote` (when given) and replace corrupt copies from the local store.

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from mlmake import git
 from mlmake.errors import MlmakeError, StoreError
 from mlmake.lockfile import Lock
+from mlmake.model import OutRecord
 from mlmake.runs import RunStore
-from mlmake.runcache import RunCache
-from mlmake.store import MANIFEST_SUFFIX, Store, referenced
+from mlmake.runcache import RunCache, parse_entry
+from mlmake.store import Store, referenced
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ def gc(root: str, lock_path: str, store: Store, runcache: RunCache, all_commits:
     name = os.path.basename(lock_path)
     history = git.lock_history(root, lock_path, newest_first=True) if all_commits else None
     locks = [Lock.read(lock_path)]
-    if all_commits:
+    if history is not None:
         locks += [Lock.parse(text, name) for _, text in history]
     records = [rec for lock in locks for e in lock.entries.values() for rec in e.outs.values()]
     keep = referenced(store, records)
@@ -75,8 +74,7 @@ def gc(root: str, lock_path: str, store: Store, runcache: RunCache, all_commits:
             store.remove(oid)
     for key in list(runcache.keys()):
         outs = _runcache_outs(runcache, key)[1]
-        needs = {rec["hash"] + (MANIFEST_SUFFIX if rec.get("type") == "dir" else "")
-                 for rec in outs.values()}
+        needs = {rec.oid for rec in outs.values()}
         if not outs or any(o in gone or not store.has(o) for o in needs):
             result.runcache_removed += 1
             if not dry_run:
@@ -84,15 +82,9 @@ def gc(root: str, lock_path: str, store: Store, runcache: RunCache, all_commits:
     return result
 
 
-def _runcache_outs(runcache: RunCache, key: str) -> tuple[str, dict[str, Any]]:
-    try:
-        data = json.loads(runcache.raw(key) or b"{}")
-    except ValueError:
-        return "", {}
-    if not isinstance(data, dict):
-        return "", {}
-    outs = data.get("outs")
-    return str(data.get("target") or ""), outs if isinstance(outs, dict) else {}
+def _runcache_outs(runcache: RunCache, key: str) -> tuple[str, dict[str, OutRecord]]:
+    """(target, out records) of a run-cache entry; ("", {}) for one that cannot be read."""
+    return parse_entry(runcache.raw(key)) or ("", {})
 
 
 def _name(gone: set[str], sizes: dict[str, int], store: Store, runcache: RunCache,
@@ -102,13 +94,11 @@ def _name(gone: set[str], sizes: dict[str, int], store: Store, runcache: RunCach
     recorded them, else the run-cache entry that did (and the commit of its run)."""
     owner: dict[str, tuple[str, str, str]] = {}
 
-    def claim(target: str, path: str, rec: Any, commit: str) -> None:
-        if not isinstance(rec, dict) or "hash" not in rec:
-            return
+    def claim(target: str, path: str, rec: OutRecord, commit: str) -> None:
         try:
             oids = store.record_oids(rec)
         except StoreError:
-            oids = [rec["hash"] + (MANIFEST_SUFFIX if rec.get("type") == "dir" else "")]
+            oids = [rec.oid]
         for oid in oids:
             if oid in gone and oid not in owner:
                 owner[oid] = (path, target, commit)

@@ -136,8 +136,7 @@ def actions(pipeline: Pipeline, name: str, has_remote: bool | None = None
         if name == "pre-push" and has_remote:
             return ("push",)
         return DEFAULT_ACTIONS.get(name, ())
-    items = [raw] if isinstance(raw, str) else list(raw)
-    return tuple(str(a).strip() for a in items if str(a).strip())
+    return raw
 
 
 # -- the script ------------------------------------------------------------------------------
@@ -345,7 +344,7 @@ def run(project: Project, name: str, args: tuple[str, ...] = (), stdin: str = ""
         same_commit = len(args) >= 2 and args[0] == args[1]
     seconds = timeout if timeout is not None else _timeout()
     deadline = time.monotonic() + seconds
-    strict = pipeline.hooks.get("strict") is True and name.startswith("pre-")
+    strict = pipeline.hooks.strict and name.startswith("pre-")
     for action in todo:
         if action == "checkout" and same_commit:
             continue  # a new branch at the same commit: the lock, hence the outputs, stay

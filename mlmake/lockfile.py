@@ -9,6 +9,7 @@ from typing import Any
 
 from mlmake.atomic import atomic_write
 from mlmake.errors import MlfileError
+from mlmake.model import OUT_KINDS, OutRecord, outs_json
 
 LOCK_FORMAT = 1
 
@@ -22,20 +23,21 @@ class LockEntry:
     deps: dict[str, str]
     params: dict[str, Any]
     env: str | None
-    outs: dict[str, dict[str, Any]]  # path → {"hash", "type": file|dir, "size", "files"}
+    outs: dict[str, OutRecord]
 
     def as_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "cmd": self.cmd, "deps": self.deps,
-                             "params": self.params, "outs": self.outs}
+                             "params": self.params, "outs": outs_json(self.outs)}
         if self.env:
             d["env"] = self.env
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "LockEntry":
+        """An entry of a lock whose shape `_check_targets` accepted."""
         return cls(key=d["key"], cmd=d.get("cmd", ""), deps=dict(d.get("deps", {})),
                    params=dict(d.get("params", {})), env=d.get("env"),
-                   outs={k: dict(v) for k, v in d.get("outs", {}).items()})
+                   outs={k: OutRecord.from_json(v) for k, v in d.get("outs", {}).items()})
 
 
 class LockChangedError(MlfileError):
@@ -137,6 +139,29 @@ class Lock:
         return True
 
 
+def lock_entries(lock_path: str, names: set[str] | None, all_commits: bool,
+                 root: str) -> list[tuple[str, LockEntry]]:
+    """(target, entry) of the work tree's lock, and of every commit's with `all_commits`,
+    for the targets in `names` (all when None); an entry recorded twice is listed once."""
+    locks = [Lock.read(lock_path)]
+    if all_commits:
+        from mlmake import git
+
+        locks += [Lock.parse(text, os.path.basename(lock_path))
+                  for text in git.all_lock_texts(root, lock_path)]
+    out = []
+    seen: set[tuple[str, str, tuple[tuple[str, OutRecord], ...]]] = set()
+    for lock in locks:
+        for n, e in sorted(lock.entries.items()):
+            if names is not None and n not in names:
+                continue
+            sig = (n, e.key, tuple(sorted(e.outs.items())))
+            if sig not in seen:
+                seen.add(sig)
+                out.append((n, e))
+    return out
+
+
 def _check_targets(targets: Any) -> tuple[list[str], str] | None:
     """The first field of the lock's targets with a wrong type: (its JSON path, what is
     wrong), or None when every entry has the shape LockEntry needs."""
@@ -168,7 +193,7 @@ def _check_targets(targets: Any) -> tuple[list[str], str] | None:
                 return [name, "outs", out, "hash"], (
                     f"the hash of out '{out}' of target '{name}' is "
                     f"{kind(rec.get('hash'))}, not a string")
-            if rec.get("type", "file") not in ("file", "dir"):
+            if rec.get("type", "file") not in OUT_KINDS:
                 return [name, "outs", out, "type"], (
                     f"the type of out '{out}' of target '{name}' is "
                     f"{json.dumps(rec.get('type'))}, not \"file\" or \"dir\"")

@@ -12,10 +12,13 @@ from typing import Any
 
 from mlmake import params as params_mod
 from mlmake.errors import MlfileError, did_you_mean
-from mlmake.model import Pipeline, Resources, Target
+from mlmake.model import Pipeline, RemoteOverride, Resources, Target, UserConfig
 from mlmake.tables import NAME_PATTERN, TableParsing
 
 TOP_KEYS = ("project", "target", "remote", "env", "hooks", "endpoint", "schedule")
+CONFIG_KEYS = ("project", "remote")  # the per-user .mlmake/config.toml
+CONFIG_PROJECT_KEYS = ("remote", "push")
+CONFIG_REMOTE_KEYS = ("url", "options")
 PROJECT_KEYS = ("default", "params", "jobs", "executor", "remote", "link", "push", "ray_data",
                 "materialize", "track_imports")
 TARGET_KEYS = ("desc", "cmd", "deps", "params", "outs", "metrics", "plots", "env", "resources",
@@ -115,15 +118,18 @@ def parse(text: str, path: str, param_overrides: dict[str, Any] | None = None) -
     return _Parser(text, path, param_overrides).pipeline()
 
 
-class _Parser(TableParsing):
-    def __init__(self, text: str, path: str,
-                 param_overrides: dict[str, Any] | None = None) -> None:
-        self.overrides = param_overrides or {}
-        self.path = path
-        self.root = os.path.dirname(os.path.abspath(path))
-        self.file = os.path.basename(path)
+def parse_config(text: str, file: str) -> UserConfig:
+    """Validate the per-user config `text` (`file` names it in messages) into a UserConfig."""
+    return _ConfigParser(text, file).config()
+
+
+class _Toml:
+    """A TOML file being validated: its raw tables, and errors that name the file and line."""
+
+    def __init__(self, text: str, file: str) -> None:
+        self.file = file
         self.loc = _Locator(text)
-        self.raw = params_mod.parse_toml(text, self.file)
+        self.raw = params_mod.parse_toml(text, file)
 
     # -- errors --------------------------------------------------------------------------
     def fail(self, msg: str, *table: str, key: str | None = None) -> MlfileError:
@@ -165,6 +171,46 @@ class _Parser(TableParsing):
                             key=key)
         return list(value)
 
+
+class _ConfigParser(_Toml):
+    """The per-user `.mlmake/config.toml`: [project] remote and push, [remote.NAME] url and
+    options."""
+
+    def config(self) -> UserConfig:
+        raw = self.raw
+        self.check_keys(raw, CONFIG_KEYS, "the top level")
+        proj = self.typed(raw.get("project", {}), dict, "[project]", key="project")
+        self.check_keys(proj, CONFIG_PROJECT_KEYS, "[project]", "project")
+        remote = proj.get("remote")
+        if remote is not None:
+            self.typed(remote, str, "[project] remote", "project", key="remote")
+        push = proj.get("push")
+        if push is not None:
+            self.typed(push, bool, "[project] push", "project", key="push")
+        remotes: dict[str, RemoteOverride] = {}
+        for name, spec in self.typed(raw.get("remote", {}), dict, "[remote]",
+                                     key="remote").items():
+            tbl = ("remote", name)
+            self.typed(spec, dict, f"[remote.{name}]", "remote", key=name)
+            self.check_keys(spec, CONFIG_REMOTE_KEYS, f"[remote.{name}]", *tbl)
+            url = spec.get("url")
+            if url is not None and not (isinstance(url, str) and url):
+                raise self.fail(f"[remote.{name}] url must be a non-empty string.", *tbl,
+                                key="url")
+            options = self.typed(spec.get("options", {}), dict, f"[remote.{name}] options",
+                                 *tbl, key="options")
+            remotes[name] = RemoteOverride(name, url, tuple(sorted(options.items())))
+        return UserConfig(remote, push, remotes)
+
+
+class _Parser(_Toml, TableParsing):
+    def __init__(self, text: str, path: str,
+                 param_overrides: dict[str, Any] | None = None) -> None:
+        super().__init__(text, os.path.basename(path))
+        self.overrides = param_overrides or {}
+        self.path = path
+        self.root = os.path.dirname(os.path.abspath(path))
+
     # -- the whole file -------------------------------------------------------------------
     def pipeline(self) -> Pipeline:
         raw = self.raw
@@ -204,7 +250,7 @@ class _Parser(TableParsing):
         self.resolve_after(targets, variants)
         self.check_outs(targets)
 
-        default = ()
+        default: tuple[str, ...] = ()
         if "default" in proj:
             default = tuple(self.str_list(proj["default"], "[project] default", "project",
                                           key="default"))
@@ -251,7 +297,8 @@ class _Parser(TableParsing):
             remote=remote, remotes=remotes, envs=envs, link=link,
             push=bool(self.typed(proj.get("push", False), bool, "[project] push", "project",
                                  key="push")),
-            ray_data=ray_data, lean=materialize == "requested", hooks=dict(hooks), endpoints=endpoints, schedules=schedules,
+            ray_data=ray_data, lean=materialize == "requested", hooks=hooks,
+            endpoints=endpoints, schedules=schedules,
             variants=variants)
 
     # -- paths ----------------------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+MANIFEST_SUFFIX = ".dir"  # a directory out's manifest object is named by its tree hash + this
+OUT_KINDS = ("file", "dir")
+
 
 @dataclass(frozen=True, slots=True)
 class Resources:
@@ -102,6 +105,45 @@ class ScheduleSpec:
     params: tuple[tuple[str, Any], ...] = ()  # param overrides for its runs (dotted keys)
 
 
+@dataclass(frozen=True, slots=True)
+class HooksSpec:
+    """The Mlfile's [hooks] table: the actions it gives each Git hook it names (in table
+    order), and whether a failed push blocks a `pre-` hook (`strict`)."""
+
+    actions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    strict: bool = False
+
+    def get(self, hook: str) -> tuple[str, ...] | None:
+        """The actions the table gives `hook`; None when it does not name it."""
+        for name, acts in self.actions:
+            if name == hook:
+                return acts
+        return None
+
+    def __contains__(self, hook: object) -> bool:
+        return any(name == hook for name, _ in self.actions)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOverride:
+    """A [remote.NAME] table of the per-user config: a url and options that replace or add to
+    the Mlfile's remote of that name (or define a new one, with a url)."""
+
+    name: str
+    url: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """`.mlmake/config.toml`: this clone's default remote, push setting and remote overrides
+    (an endpoint, a profile), never committed."""
+
+    remote: str | None = None
+    push: bool | None = None
+    remotes: dict[str, RemoteOverride] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A parsed, validated Mlfile: targets in declaration order and project settings."""
@@ -121,10 +163,70 @@ class Pipeline:
     push: bool = False
     ray_data: str = "auto"
     lean: bool = False  # [project] materialize = "requested": only needed outs in the work tree
-    hooks: dict[str, Any] = field(default_factory=dict)
+    hooks: HooksSpec = HooksSpec()
     endpoints: dict[str, EndpointSpec] = field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
     variants: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """What one out held when it was recorded, as the lock and the run cache store it.
+
+    `hash` names a file's object, or a directory's tree, whose manifest object is
+    `hash + MANIFEST_SUFFIX`. `as_json` gives the stored form byte for byte (an out's
+    record is part of the lock file's and the run cache's formats): keys `hash`, `type`,
+    then `files` and `size` when known, `exec` and `metric` only when true.
+    """
+
+    hash: str
+    kind: str = "file"  # "file" | "dir"
+    size: int | None = None
+    files: int | None = None  # a directory's file count
+    executable: bool = False
+    metric: bool = False  # a metrics file: committed to Git, copied rather than linked
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == "dir"
+
+    @property
+    def oid(self) -> str:
+        """The object that names this out: the file's, or the directory's manifest."""
+        return self.hash + MANIFEST_SUFFIX if self.kind == "dir" else self.hash
+
+    @classmethod
+    def from_json(cls, d: Any) -> OutRecord:
+        """Read the stored form; TypeError or ValueError when it is not an out record."""
+        if not isinstance(d, dict) or not isinstance(d.get("hash"), str):
+            raise TypeError("an out record is an object with a string \"hash\"")
+        kind = d.get("type", "file")
+        if kind not in OUT_KINDS:
+            raise ValueError(f"an out's type is {kind!r}, not \"file\" or \"dir\"")
+        sizes = [d.get("size"), d.get("files")]
+        for v in sizes:
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ValueError("an out's size and file count are integers")
+        return cls(d["hash"], kind, sizes[0], sizes[1], bool(d.get("exec")),
+                   bool(d.get("metric")))
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored form (see the class)."""
+        d: dict[str, Any] = {"hash": self.hash, "type": self.kind}
+        if self.files is not None:
+            d["files"] = self.files
+        if self.size is not None:
+            d["size"] = self.size
+        if self.executable:
+            d["exec"] = True
+        if self.metric:
+            d["metric"] = True
+        return d
+
+
+def outs_json(outs: dict[str, OutRecord]) -> dict[str, dict[str, Any]]:
+    """The stored form of a target's out records (path → record)."""
+    return {path: rec.as_json() for path, rec in outs.items()}
 
 
 @dataclass(frozen=True, slots=True)

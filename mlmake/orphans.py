@@ -124,9 +124,9 @@ def stop_strays(procs_dir: str, on_found: Callable[[list[int]], None] | None = N
     victims = _carrying({f"{ENV}={t}".encode() for t in dead})
     if victims and on_found is not None:
         on_found(victims)
-    for pid in victims:
+    for victim in victims:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(victim, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
     deadline = time.monotonic() + _WAIT_S

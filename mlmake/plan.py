@@ -13,7 +13,7 @@ from mlmake.errors import StoreError
 from mlmake.graph import Graph
 from mlmake.hashing import Entry, Hasher, is_glob, target_key, tree_digest
 from mlmake.lockfile import Lock, LockEntry
-from mlmake.model import Pipeline, Reason, Target
+from mlmake.model import OutRecord, Pipeline, Reason, Target
 
 # Reasons that a restore from the cache fixes: the target's key still matches its lock entry,
 # only the work tree lost or changed its outs. Every other reason makes the target run.
@@ -48,7 +48,7 @@ class TargetState:
         the work tree's copy of its outs."""
         return any(r.kind not in RESTORE_KINDS for r in self.reasons)
 
-    def entry(self, cmd: str, outs: dict[str, dict[str, Any]]) -> LockEntry:
+    def entry(self, cmd: str, outs: dict[str, OutRecord]) -> LockEntry:
         """The lock entry recording this state with the outs just produced."""
         assert self.key is not None
         return LockEntry(key=self.key, cmd=cmd, deps={k: v for k, v in self.deps.items()
@@ -134,24 +134,24 @@ class Checker:
         return self.hasher.dep(dep)
 
     def _virtual(self, dep: str, producers: set[str]) -> object:
-        recs: dict[str, dict[str, Any]] = {}
+        recs: dict[str, OutRecord] = {}
         for p in producers:
-            e = self.entries.get(p)
-            if e is None:
+            lock_entry = self.entries.get(p)
+            if lock_entry is None:
                 return _NO
-            recs.update(e.outs)
+            recs.update(lock_entry.outs)
         if dep in recs:
-            return recs[dep]["hash"]
+            return recs[dep].hash
         for out, rec in recs.items():
             if dep.startswith(out + "/"):  # a dep inside a directory out
-                entries = self._manifest(rec)
-                if entries is None:
+                listed = self._manifest(rec)
+                if listed is None:
                     return _NO
                 inner = dep[len(out) + 1:]
-                for e in entries:
+                for e in listed:
                     if e.path == inner:
                         return e.hash
-                sub = [Entry(e.path[len(inner) + 1:], e.hash, e.executable) for e in entries
+                sub = [Entry(e.path[len(inner) + 1:], e.hash, e.executable) for e in listed
                        if e.path.startswith(inner + "/")]
                 return tree_digest(sub) if sub else None
         inside = {o: r for o, r in recs.items() if o.startswith(dep + "/")}
@@ -160,13 +160,13 @@ class Checker:
         entries: list[Entry] = []
         for o, r in inside.items():
             rel = o[len(dep) + 1:]
-            if r.get("type") == "dir":
+            if r.is_dir:
                 m = self._manifest(r)
                 if m is None:
                     return _NO
                 entries += [Entry(f"{rel}/{e.path}", e.hash, e.executable) for e in m]
             else:
-                entries.append(Entry(rel, r["hash"], bool(r.get("exec"))))
+                entries.append(Entry(rel, r.hash, r.executable))
         full = os.path.join(self.hasher.root, dep)
         if os.path.isdir(full):
             for path, st in self.hasher._walk(dep):
@@ -177,10 +177,11 @@ class Checker:
                                      bool(st.st_mode & 0o111)))
         return tree_digest(entries)
 
-    def _manifest(self, rec: dict[str, Any]) -> list[Entry] | None:
-        if rec.get("type") != "dir" or self.store is None:
+    def _manifest(self, rec: OutRecord) -> list[Entry] | None:
+        if not rec.is_dir or self.store is None:
             return None
-        return self.store.manifest(rec["hash"])
+        entries: list[Entry] | None = self.store.manifest(rec.hash)
+        return entries
 
     def env_digest(self, name: str | None) -> str | None:
         if name is None:
@@ -227,7 +228,7 @@ class Checker:
             now = self.hasher.path(out)
             if now is None:
                 reasons.append(Reason("out-missing", out))
-            elif rec is None or rec.get("hash") != now:
+            elif rec is None or rec.hash != now:
                 reasons.append(Reason("out-modified", out))
         return reasons
 
@@ -301,7 +302,7 @@ class Checker:
             order = self.graph.order(names)
             self.prefetch(order)
             states: dict[str, TargetState] = {}
-            reusable: dict[str, dict[str, dict[str, Any]]] = {}
+            reusable: dict[str, dict[str, OutRecord]] = {}
             must_run: set[str] = set()
             for n in order:
                 t = self.graph.targets[n]
@@ -329,7 +330,7 @@ class Checker:
             self.entries = saved
 
     def cached_outs(self, t: Target, st: TargetState, runcache: Any,
-                    force: bool) -> dict[str, dict[str, Any]] | None:
+                    force: bool) -> dict[str, OutRecord] | None:
         """Out records a stale target can be restored from: its lock entry when only its outs
         went missing or were edited, else its run-cache entry; either only when its objects
         can be had (so a prediction never leans on outputs that exist nowhere)."""
@@ -339,12 +340,12 @@ class Checker:
         if old is not None and old.key == st.key and set(old.outs) == set(t.all_outs) \
                 and self.available(old.outs, runcache):
             return old.outs
-        recs = runcache.get(st.key)
+        recs: dict[str, OutRecord] | None = runcache.get(st.key)
         if recs is not None and set(recs) == set(t.all_outs) and self.available(recs, runcache):
             return recs
         return None
 
-    def available(self, recs: dict[str, dict[str, Any]], runcache: Any) -> bool:
+    def available(self, recs: dict[str, OutRecord], runcache: Any) -> bool:
         """True when every object of `recs` is in the local store, or on the remote behind a
         layered run cache (one with `available`)."""
         check = getattr(runcache, "available", None)
@@ -410,6 +411,6 @@ class Lookahead:
     """The run cache's prediction for a build (see Checker.lookahead)."""
 
     states: dict[str, TargetState]
-    reusable: dict[str, dict[str, dict[str, Any]]]
+    reusable: dict[str, dict[str, OutRecord]]
     must_run: set[str]
     needed: set[str]

@@ -362,7 +362,7 @@ class Project:
                build_id: str | None = None, link: Any = None, lean: bool = False
                ) -> BuildResult:
         from mlmake import git
-        from mlmake.build import BuildContext, Builder
+        from mlmake.build import BuildConfig, Builder, BuildParts, LockWriter
         from mlmake.scheduler import Scheduler
 
         build_id = build_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
@@ -391,16 +391,18 @@ class Project:
                          params=self.param_overrides or None, dirty=dirty)
         for message in runs.recovered:
             reporter.emit(ev.Notice(message, "warning"))
-        ctx = BuildContext(build_id=build_id, pipeline=self.pipeline, graph=self.graph,
-                           lock=lock, checker=checker, hasher=checker.hasher, executor=runner,
-                           reporter=reporter, runs=runs,
-                           log_dir=self.shared_path("logs", build_id), commit=commit,
+        config = BuildConfig(build_id=build_id, log_dir=self.shared_path("logs", build_id),
+                             commit=commit, forced=frozenset(forced),
+                             estimates=runs.durations(order),
+                             keys_dir=self.shared_path("keys"), state_dir=self.shared_path())
+        parts = BuildParts(pipeline=self.pipeline, graph=self.graph, checker=checker,
+                           hasher=checker.hasher, executor=runner, reporter=reporter, runs=runs,
                            store=checker.store, runcache=runcache, lookahead=lookahead,
-                           forced=forced,
-                           estimates=runs.durations(order), keys_dir=self.shared_path("keys"),
-                           remote=session, state_dir=self.shared_path())
+                           remote=session)
+        writer = LockWriter(lock, set(self.pipeline.targets), reporter)
         reporter.emit(ev.BuildStarted(build_id, tuple(order), (), jobs, runner.name))
-        sched = Scheduler(self.graph, names, cap, jobs, keep_going, Builder(ctx).work,
+        sched = Scheduler(self.graph, names, cap, jobs, keep_going,
+                          Builder(config, parts, writer).work,
                           runner.cancel_all, limit_cpus=runner.name == "local")
         interrupted = False
         try:
@@ -412,7 +414,7 @@ class Project:
         finally:
             if session is not None:
                 session.close()
-            ctx.flush_lock()
+            writer.flush()
             checker.hasher.cache.save()
             self._update_gitignore()
             summary = _summarize(outcomes, order, time.time() - started, interrupted)
@@ -511,11 +513,12 @@ class Project:
     def get_object(self, oid: str, dest: str) -> None:
         """Write the object `oid` (a file, or a directory by its tree hash) to `dest`: how a
         hand-edited out that a build replaced comes back."""
+        from mlmake.model import OutRecord
         from mlmake.store import MANIFEST_SUFFIX
 
         store = self.store()
         kind = "dir" if store.has(oid + MANIFEST_SUFFIX) else "file"
-        store.export({"hash": oid, "type": kind}, dest)
+        store.export(OutRecord(oid, kind), dest)
 
     def get(self, rev: str, path: str, dest: str) -> str:
         """Export `path` as recorded at `rev` to `dest` (a copy, never a link)."""
@@ -535,18 +538,19 @@ class Project:
                 if not os.path.exists(os.path.join(self.root, out)):
                     raise UsageError(f"cannot commit '{n}': its out '{out}' does not exist. "
                                      f"Build it with `mlmake {n}`.")
-        from mlmake.build import BuildContext, Builder
+        from mlmake.build import BuildConfig, Builder, BuildParts, LockWriter
         from mlmake.executors.local import LocalExecutor
 
         with self._project_lock(True, ev.NullReporter()):
             lock = Lock.read(self.lock_path)
             checker = self._checker(lock)
-            ctx = BuildContext(build_id="commit", pipeline=self.pipeline, graph=self.graph,
-                               lock=lock, checker=checker, hasher=checker.hasher,
-                               executor=LocalExecutor(), reporter=ev.NullReporter(),
-                               runs=self.runs_store, log_dir=self.state_path("logs"),
-                               commit=None, store=checker.store, runcache=self.runcache)
-            changed = Builder(ctx).record(order, force)
+            parts = BuildParts(pipeline=self.pipeline, graph=self.graph, checker=checker,
+                               hasher=checker.hasher, executor=LocalExecutor(),
+                               reporter=ev.NullReporter(), runs=self.runs_store,
+                               store=checker.store, runcache=self.runcache)
+            changed = Builder(BuildConfig("commit", self.state_path("logs")), parts,
+                              LockWriter(lock, set(self.pipeline.targets),
+                                         parts.reporter)).record(order, force)
             lock.write(set(self.pipeline.targets))
             checker.hasher.cache.save()
             self._update_gitignore()
@@ -565,12 +569,12 @@ class Project:
                quick: bool = False) -> Any:
         """The remote `name` (default: .mlmake/config.toml's, else [project] remote, else the
         only one defined) with this clone's overrides applied; None when none is defined."""
-        from mlmake import sync
+        from mlmake import config as user_config
         from mlmake.remote import Remote
 
-        config = sync.read_config(os.path.join(self.shared_state or self.state_dir,
-                                               sync.CONFIG))
-        spec = sync.choose(self.pipeline, config, name)
+        config = user_config.read_config(os.path.join(self.shared_state or self.state_dir,
+                                                      user_config.CONFIG))
+        spec = user_config.choose(self.pipeline, config, name)
         if spec is None:
             return None
         return Remote(spec.name, spec.url, spec.options, root=self.root, jobs=jobs,
@@ -588,10 +592,11 @@ class Project:
         """How a build uses the remote: a factory of its BuildRemote, or None."""
         from functools import partial
 
-        from mlmake import sync
+        from mlmake import config as user_config
+        from mlmake.buildremote import BuildRemote
 
-        config = sync.read_config(os.path.join(self.shared_state or self.state_dir,
-                                               sync.CONFIG))
+        config = user_config.read_config(os.path.join(self.shared_state or self.state_dir,
+                                                      user_config.CONFIG))
         if push is None:
             push = use_remote and (config.push if config.push is not None
                                    else self.pipeline.push)
@@ -603,7 +608,7 @@ class Project:
                 raise UsageError("pushing results needs a remote: add a [remote.NAME] table "
                                  "with a url to the Mlfile, or drop --push / [project] push.")
             return None
-        return partial(sync.BuildRemote, r, lookup=use_remote, push=bool(push))
+        return partial(BuildRemote, r, lookup=use_remote, push=bool(push))
 
     def doctor(self, remote: str | None = None, check_remote: bool = True) -> Any:
         """Verify every object of the local cache and of the remote (`check_remote`), remove
@@ -626,15 +631,15 @@ class Project:
         """Upload the objects that the selected targets' lock entries (of the work tree, or
         of every commit) reference, and their run-cache entries; only what the remote lacks
         moves. `callback` receives progress (mlmake.remote.Progress)."""
-        from mlmake import sync
+        from mlmake.push import push
 
         r = self._needs_remote(remote, jobs)
         try:
             # it writes the local run cache too: as the lock's holder, so that a push killed
             # mid-write has its temporary files swept by the next run, like a build's
             with self._project_lock(True, ev.NullReporter()):
-                return sync.push(r, self.store(), self.runcache,
-                                 self._shared_entries(targets, all_commits), callback)
+                return push(r, self.store(), self.runcache,
+                            self._shared_entries(targets, all_commits), callback)
         finally:
             r.close()
 
@@ -642,12 +647,11 @@ class Project:
                         ) -> list[Any]:
         """(target, lock entry) pairs that push and pull move: `cache = false` targets
         keep nothing in the cache, so they are left out."""
-        from mlmake import sync
+        from mlmake.lockfile import lock_entries
 
         names = self._closure_names(targets)
         g = self.graph
-        return [(n, e) for n, e in sync.lock_entries(self.lock_path, names, all_commits,
-                                                     self.root)
+        return [(n, e) for n, e in lock_entries(self.lock_path, names, all_commits, self.root)
                 if n not in g.targets or g.targets[n].cache]
 
     def pull(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
@@ -655,16 +659,16 @@ class Project:
         """Download what the selected targets' lock entries reference (verified, into the
         cache) with their run-cache entries, then restore the work tree's outs from the
         work tree's lock, like `checkout`."""
-        from mlmake import sync
         from mlmake.checkout import checkout
+        from mlmake.pull import pull
 
         r = self._needs_remote(remote, jobs)
         names = self._closure_names(targets)
         try:
             with self._project_lock(True, ev.NullReporter()):
                 checker = self._checker()
-                result = sync.pull(r, checker.store, self.runcache,
-                                   self._shared_entries(targets, all_commits), callback)
+                result = pull(r, checker.store, self.runcache,
+                              self._shared_entries(targets, all_commits), callback)
                 recorded = {n for n in Lock.read(self.lock_path).entries
                             if n not in self.graph.targets or self.graph.targets[n].cache}
                 chosen = recorded if names is None else names & recorded

@@ -31,12 +31,14 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable, Protocol
 
 from mlmake import remotefs
 from mlmake.atomic import atomic_write, temp_name
 from mlmake.errors import RemoteError
 from mlmake.hashing import Entry, hash_bytes, hash_file, tree_digest
+from mlmake.model import MANIFEST_SUFFIX
 from mlmake.remotefs import default_jobs, scrub, scrub_url, unlink
 
 __all__ = ["CorruptRemoteObjectError", "Moved", "NullProgress", "Progress", "Remote",
@@ -50,7 +52,6 @@ PACK_OBJECTS = 4096        # ... or this many objects
 RANGE_GAP = 256 << 10      # packed objects closer than this are read in one ranged request
 RANGE_MAX = 32 << 20
 HEAD_MAX = 16              # up to this many existence checks are asked one by one
-MANIFEST_SUFFIX = ".dir"   # as in the local store
 _HEX = re.compile(r"[0-9a-f]{32}")
 
 
@@ -284,11 +285,11 @@ class Remote:
 
         def send_pack(members: list[str]) -> None:
             blob = bytearray()
-            entries = []
+            entries: list[tuple[str, int, int]] = []
             for oid in members:
                 with open(store.object_path(oid), "rb") as fh:
                     data = fh.read()
-                entries.append([oid, len(blob), len(data)])
+                entries.append((oid, len(blob), len(data)))
                 blob += data
             pid = hash_bytes(bytes(blob))
             self.backend.write(f"packs/{pid}.pack", bytes(blob))
@@ -303,8 +304,8 @@ class Remote:
 
         try:
             with self.errors("upload to"):
-                jobs: list[Callable[[], None]] = [lambda m=m: send_pack(m) for m in packs]
-                jobs += [lambda o=o: send_loose(o) for o in loose]
+                jobs: list[Callable[[], None]] = [partial(send_pack, m) for m in packs]
+                jobs += [partial(send_loose, o) for o in loose]
                 self._map(lambda f: f(), jobs)
         finally:
             progress.finish()
@@ -454,8 +455,8 @@ class Remote:
 
         try:
             with self.errors("download from"):
-                jobs: list[Callable[[], None]] = [lambda r=r: get_range(r) for r in ranges]
-                jobs += [lambda o=o: get_loose(o) for o in loose]
+                jobs: list[Callable[[], None]] = [partial(get_range, r) for r in ranges]
+                jobs += [partial(get_loose, o) for o in loose]
                 self._map(lambda f: f(), jobs)
                 for oid, where in rescue:
                     n_missing, n_bad = len(moved.missing), len(bad)
@@ -512,11 +513,11 @@ class _Errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or isinstance(exc, (RemoteError, KeyboardInterrupt)):
-            return False
+            return
         if not isinstance(exc, remotefs.transport_errors()):
-            return False
+            return
         raise RemoteError(describe_failure(self.remote, self.action, exc)) from None
 
 

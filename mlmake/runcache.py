@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 from mlmake.atomic import atomic_write, is_temp
+from mlmake.model import OutRecord, outs_json
 
 RUNCACHE_FORMAT = 1
 
@@ -21,21 +22,15 @@ class RunCache:
     def entry_path(self, key: str) -> str:
         return os.path.join(self.path, key[:2], key[2:])
 
-    def get(self, key: str) -> dict[str, dict[str, Any]] | None:
-        """The out records for `key`, or None."""
-        try:
-            with open(self.entry_path(key), encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (FileNotFoundError, ValueError):
-            return None
-        outs = data.get("outs") if isinstance(data, dict) else None
-        return outs if isinstance(outs, dict) else None
+    def get(self, key: str) -> dict[str, OutRecord] | None:
+        """The out records for `key`, or None (also for an entry it cannot read)."""
+        return outs_of(self.raw(key))
 
-    def put(self, key: str, target: str, outs: dict[str, dict[str, Any]]) -> None:
+    def put(self, key: str, target: str, outs: dict[str, OutRecord]) -> None:
         path = self.entry_path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         data = {"version": RUNCACHE_FORMAT, "target": target, "created": time.time(),
-                "outs": outs}
+                "outs": outs_json(outs)}
         atomic_write(path, json.dumps(data, sort_keys=True), durable=True)
 
     def raw(self, key: str) -> bytes | None:
@@ -66,3 +61,28 @@ class RunCache:
             for rest in os.listdir(d):
                 if not is_temp(rest):
                     yield prefix + rest
+
+
+def parse_entry(raw: bytes | None) -> tuple[str, dict[str, OutRecord]] | None:
+    """(target, out records) of a run-cache entry's bytes (local or a remote's); None when
+    there are none or they are not a valid entry."""
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    outs = data.get("outs") if isinstance(data, dict) else None
+    if not isinstance(outs, dict):
+        return None
+    try:
+        records = {str(path): OutRecord.from_json(rec) for path, rec in outs.items()}
+    except (TypeError, ValueError):
+        return None
+    return str(data.get("target") or ""), records
+
+
+def outs_of(raw: bytes | None) -> dict[str, OutRecord] | None:
+    """The out records of a run-cache entry's bytes, or None (see `parse_entry`)."""
+    entry = parse_entry(raw)
+    return None if entry is None else entry[1]

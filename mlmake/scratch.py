@@ -16,16 +16,15 @@ from typing import Any
 
 from mlmake.errors import RemoteError, StoreError
 from mlmake.hashing import Hasher, StatCache, hash_file, is_glob
-from mlmake.store import MANIFEST_SUFFIX, Store
-
-Record = dict[str, Any]
+from mlmake.model import OutRecord
+from mlmake.store import Store
 
 
 def pack_inputs(deps: tuple[str, ...], root: str, hasher: Hasher, store: Store,
-                remote: Any) -> list[tuple[str, Record]]:
+                remote: Any) -> list[tuple[str, OutRecord]]:
     """Driver side: put every dep (files, trees, glob matches) of the work tree into the
     local store and push what the remote lacks; returns (path, record) pairs."""
-    inputs: list[tuple[str, Record]] = []
+    inputs: list[tuple[str, OutRecord]] = []
     for dep in deps:
         paths = sorted(globmod.glob(dep, root_dir=root, recursive=True)) if is_glob(dep) \
             else [dep]
@@ -37,13 +36,12 @@ def pack_inputs(deps: tuple[str, ...], root: str, hasher: Hasher, store: Store,
                     store.add_file(os.path.join(full, e.path), e.hash, e.executable,
                                    move=False)
                 store.add_manifest(entries)
-                inputs.append((p, {"type": "dir", "hash": digest}))
+                inputs.append((p, OutRecord(digest, "dir")))
             elif os.path.isfile(full):
                 st = os.stat(full)
                 digest = hasher.file(p, st)
                 store.add_file(full, digest, bool(st.st_mode & 0o111), move=False)
-                inputs.append((p, {"type": "file", "hash": digest,
-                                   "exec": bool(st.st_mode & 0o111)}))
+                inputs.append((p, OutRecord(digest, executable=bool(st.st_mode & 0o111))))
     oids = [o for _, rec in inputs for o in store.record_oids(rec)]
     moved = remote.push_objects(store, oids)
     if moved.missing:
@@ -58,30 +56,29 @@ def node_store(cache_dir: str, root: str) -> Store:
     return Store(cache_dir, root, StatCache(None), ("hardlink", "copy"))
 
 
-def _fetch(store: Store, remote: Any, records: list[tuple[str, Record]]) -> None:
-    manifests = {rec["hash"] + MANIFEST_SUFFIX: path for path, rec in records
-                 if rec.get("type") == "dir"}
+def _fetch(store: Store, remote: Any, records: list[tuple[str, OutRecord]]) -> None:
+    manifests = {rec.oid: path for path, rec in records if rec.is_dir}
     if manifests:
         remote.fetch_objects(store, manifests)
     wanted: dict[str, str] = {}
     executable: set[str] = set()
     for path, rec in records:
-        if rec.get("type") == "dir":
-            for e in store.manifest(rec["hash"]) or []:
+        if rec.is_dir:
+            for e in store.manifest(rec.hash) or []:
                 wanted[e.hash] = f"{path}/{e.path}"
                 if e.executable:
                     executable.add(e.hash)
         else:
-            wanted[rec["hash"]] = path
-            if rec.get("exec"):
-                executable.add(rec["hash"])
+            wanted[rec.hash] = path
+            if rec.executable:
+                executable.add(rec.hash)
     moved = remote.fetch_objects(store, wanted, executable)
     if moved.missing:
         raise RemoteError(f"remote '{remote.name}' lacks {len(moved.missing)} objects of "
                           f"{', '.join(sorted({wanted.get(o, o) for o in moved.missing})[:3])}")
 
 
-def materialize(inputs: list[tuple[str, Record]], outs: tuple[str, ...], remote: Any,
+def materialize(inputs: list[tuple[str, OutRecord]], outs: tuple[str, ...], remote: Any,
                 cache_dir: str) -> str:
     """Node side: a fresh scratch directory holding the inputs (linked read-only from the
     node's store after every object was fetched and verified) and the outs' parents."""
@@ -96,21 +93,21 @@ def materialize(inputs: list[tuple[str, Record]], outs: tuple[str, ...], remote:
 
 
 def collect(scratch: str, outs: tuple[str, ...], remote: Any,
-            cache_dir: str) -> tuple[dict[str, Record], list[str]]:
+            cache_dir: str) -> tuple[dict[str, OutRecord], list[str]]:
     """Node side: hash the outs the command wrote, push them; (records, missing outs)."""
     store = node_store(cache_dir, scratch)
     hasher = Hasher(scratch, StatCache(None))
-    records: dict[str, Record] = {}
+    records: dict[str, OutRecord] = {}
     missing: list[str] = []
     for out in outs:
         full = os.path.join(scratch, out)
         if os.path.isdir(full):
             digest, entries = hasher.tree(out, manifest=True)
-            rec: Record = {"type": "dir", "hash": digest}
+            rec = OutRecord(digest, "dir")
             store.save_out(out, rec, entries, link=False)
         elif os.path.isfile(full):
             mode = os.stat(full).st_mode
-            rec = {"type": "file", "hash": hash_file(full), "exec": bool(mode & 0o111)}
+            rec = OutRecord(hash_file(full), executable=bool(mode & 0o111))
             store.save_out(out, rec, None, link=False)
         else:
             missing.append(out)
@@ -121,7 +118,7 @@ def collect(scratch: str, outs: tuple[str, ...], remote: Any,
     return records, missing
 
 
-def unpack_outs(records: dict[str, Record], metrics: tuple[str, ...], store: Store,
+def unpack_outs(records: dict[str, OutRecord], metrics: tuple[str, ...], store: Store,
                 remote: Any) -> None:
     """Driver side: fetch the outs a node produced and place them in the work tree (cached
     outs linked from the store, metrics as ordinary files)."""

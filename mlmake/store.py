@@ -18,8 +18,10 @@ from typing import Any, Iterable, Iterator
 from mlmake import atomic
 from mlmake.errors import StoreError
 from mlmake.hashing import Entry, StatCache, hash_file, tree_digest
+from mlmake.model import MANIFEST_SUFFIX, OutRecord
 
-MANIFEST_SUFFIX = ".dir"
+__all__ = ["MANIFEST_SUFFIX", "CorruptObjectError", "MissingObjectError", "Store", "referenced",
+           "remove_path"]
 _RO = 0o444
 _RO_EXEC = 0o555
 
@@ -279,26 +281,74 @@ class Store:
             self._made.add(d)
 
     # -- outs -------------------------------------------------------------------------------
-    def record_oids(self, record: dict[str, Any]) -> list[str]:
+    def record_oids(self, record: OutRecord) -> list[str]:
         """Every object an out record needs (manifest and files for directories)."""
-        if record.get("type") == "dir":
-            entries = self.manifest(record["hash"])
+        if record.is_dir:
+            entries = self.manifest(record.hash)
             if entries is None:
-                return [record["hash"] + MANIFEST_SUFFIX]
-            return [record["hash"] + MANIFEST_SUFFIX] + [e.hash for e in entries]
-        return [record["hash"]]
+                return [record.oid]
+            return [record.oid] + [e.hash for e in entries]
+        return [record.hash]
 
-    def missing(self, record: dict[str, Any]) -> list[str]:
+    def missing(self, record: OutRecord) -> list[str]:
         """Objects of an out record that the store lacks."""
-        if record.get("type") == "dir" and not self.has(record["hash"] + MANIFEST_SUFFIX):
-            return [record["hash"] + MANIFEST_SUFFIX]
+        if record.is_dir and not self.has(record.oid):
+            return [record.oid]
         return [o for o in self.record_oids(record) if not self.has(o)]
 
-    def save_out(self, out: str, record: dict[str, Any], entries: list[Entry] | None,
+    def held(self, outs: dict[str, OutRecord], missing: list[str]) -> tuple[list[str], bool]:
+        """The objects of `outs` that the store holds, and whether that is all of them;
+        outs it lacks objects of are noted in `missing`."""
+        need: list[str] = []
+        whole = True
+        for out, rec in sorted(outs.items()):
+            try:
+                oids = self.record_oids(rec)
+            except StoreError:
+                oids = []
+            if not oids or not all(self.has(o) for o in oids):
+                if out not in missing:
+                    missing.append(out)
+                whole = False
+                continue
+            need += oids
+        return need, whole
+
+    def wanted(self, records: list[tuple[str, OutRecord]], missing: list[str]
+               ) -> tuple[dict[str, str], set[str], dict[str, str]]:
+        """The objects (oid → what it is, for messages) that (out, record) pairs need once
+        their directories' manifests are stored, the executable ones, and the out each
+        belongs to; an out whose manifest is not stored is noted in `missing`."""
+        wanted: dict[str, str] = {}
+        executable: set[str] = set()
+        owner: dict[str, str] = {}
+        for out, rec in records:
+            if rec.is_dir:
+                try:
+                    entries = self.manifest(rec.hash)
+                except StoreError:
+                    entries = None
+                if entries is None:
+                    if out not in missing:
+                        missing.append(out)
+                    continue
+                for e in entries:
+                    wanted.setdefault(e.hash, f"{out}/{e.path}")
+                    owner.setdefault(e.hash, out)
+                    if e.executable:
+                        executable.add(e.hash)
+            else:
+                wanted.setdefault(rec.hash, out)
+                owner.setdefault(rec.hash, out)
+                if rec.executable:
+                    executable.add(rec.hash)
+        return wanted, executable, owner
+
+    def save_out(self, out: str, record: OutRecord, entries: list[Entry] | None,
                  link: bool = True) -> None:
         """Move a freshly built out into the store and link it back into the work tree."""
         full = os.path.join(self.root, out)
-        if record["type"] == "dir":
+        if record.is_dir:
             assert entries is not None
             self.add_files([(os.path.join(full, e.path), e.hash, e.executable)
                             for e in entries], move=link)
@@ -306,7 +356,7 @@ class Store:
                 self._save_file(os.path.join(full, e.path), e.hash, e.executable, link)
             self.add_manifest(entries)  # last: a manifest names only complete objects
         else:
-            self._save_file(full, record["hash"], bool(record.get("exec")), link)
+            self._save_file(full, record.hash, record.executable, link)
 
     def _save_file(self, path: str, oid: str, executable: bool, link: bool) -> None:
         self.add_file(path, oid, executable, move=link)
@@ -320,17 +370,17 @@ class Store:
             pass
         self._place(obj, path)
 
-    def restore(self, out: str, record: dict[str, Any], stat_key_prefix: str = "") -> int:
+    def restore(self, out: str, record: OutRecord, stat_key_prefix: str = "") -> int:
         """Link an out from the store into the work tree, replacing what is there.
 
         Every object is verified first, so a corrupt object never reaches the work tree;
         the work tree is only touched once all objects are known good. Returns files linked.
         """
         full = os.path.join(self.root, out)
-        if record.get("type") == "dir":
-            entries = self.manifest(record["hash"])
+        if record.is_dir:
+            entries = self.manifest(record.hash)
             if entries is None:
-                raise MissingObjectError(record["hash"] + MANIFEST_SUFFIX, out)
+                raise MissingObjectError(record.oid, out)
             stats = [self.verify(e.hash, f"{out}/{e.path}") for e in entries]
             hard = self._link in (None, "hardlink") and "hardlink" in self.link_types
             remove_path(full)
@@ -352,19 +402,19 @@ class Store:
                 else:
                     self._note(f"{out}/{e.path}", dest, e.hash)
             return len(entries)
-        self.verify(record["hash"], out)
+        self.verify(record.hash, out)
         remove_path(full)
         os.makedirs(os.path.dirname(full) or ".", exist_ok=True)
-        self._link_new(self.object_path(record["hash"]), full)
-        self._note(out, full, record["hash"], bulk=False)
+        self._link_new(self.object_path(record.hash), full)
+        self._note(out, full, record.hash, bulk=False)
         return 1
 
-    def export(self, record: dict[str, Any], dest: str, inner: str = "") -> None:
+    def export(self, record: OutRecord, dest: str, inner: str = "") -> None:
         """Copy (never link) an out, or the part `inner` of a directory out, to `dest`."""
-        if record.get("type") == "dir":
-            entries = self.manifest(record["hash"]) or []
-            if not entries and not self.has(record["hash"] + MANIFEST_SUFFIX):
-                raise MissingObjectError(record["hash"] + MANIFEST_SUFFIX, dest)
+        if record.is_dir:
+            entries = self.manifest(record.hash) or []
+            if not entries and not self.has(record.oid):
+                raise MissingObjectError(record.oid, dest)
             chosen = [e for e in entries if not inner or e.path == inner
                       or e.path.startswith(inner + "/")]
             if not chosen:
@@ -377,9 +427,9 @@ class Store:
                 os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
                 _copy(self.object_path(e.hash), target)
             return
-        self.verify(record["hash"], dest)
+        self.verify(record.hash, dest)
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        _copy(self.object_path(record["hash"]), dest)
+        _copy(self.object_path(record.hash), dest)
 
     def unprotect(self, out: str) -> None:
         """Give an out private, writable copies of its files (before a `persist` target runs)."""
@@ -495,12 +545,12 @@ def _force_writable(func: Any, path: str, _exc: Any) -> None:
     func(path)
 
 
-def referenced(store: Store, records: Iterable[dict[str, Any]]) -> set[str]:
+def referenced(store: Store, records: Iterable[OutRecord]) -> set[str]:
     """Every object the given out records need (manifests read from the store)."""
     keep: set[str] = set()
     for rec in records:
         try:
             keep.update(store.record_oids(rec))
         except StoreError:
-            keep.add(rec["hash"] + MANIFEST_SUFFIX if rec.get("type") == "dir" else rec["hash"])
+            keep.add(rec.oid)
     return keep

@@ -10,7 +10,7 @@ import posixpath
 import re
 from typing import Any
 
-from mlmake.model import EndpointSpec, EnvSpec, RemoteSpec, ScheduleSpec, Target
+from mlmake.model import EndpointSpec, EnvSpec, HooksSpec, RemoteSpec, ScheduleSpec, Target
 from mlmake import params as params_mod
 from mlmake.errors import did_you_mean
 
@@ -96,16 +96,19 @@ class TableParsing:
                             "Create it or fix the path.", *tbl, key="context")
 
     def hooks(self, raw: Any, targets: dict[str, Target],
-              variants: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+              variants: dict[str, tuple[str, ...]]) -> HooksSpec:
         """[hooks]: each hook maps to actions (a string or a list); `strict` is a bool."""
         self.typed(raw, dict, "[hooks]", key="hooks")
         self.check_keys(raw, HOOK_KEYS, "[hooks]", "hooks")
+        strict = False
+        actions: list[tuple[str, tuple[str, ...]]] = []
         for name, value in raw.items():
             if name == "strict":
-                self.typed(value, bool, "[hooks] strict", "hooks", key="strict")
+                strict = self.typed(value, bool, "[hooks] strict", "hooks", key="strict")
                 continue
-            for action in self.str_list(value, f"[hooks] {name}", "hooks", key=name,
-                                        single=True):
+            listed = self.str_list(value, f"[hooks] {name}", "hooks", key=name, single=True)
+            actions.append((name, tuple(listed)))
+            for action in listed:
                 verb, colon, names = action.partition(":")
                 if action in HOOK_ACTIONS:
                     continue
@@ -121,7 +124,7 @@ class TableParsing:
                         raise self.fail(f"[hooks] {name}: '{action}' names unknown target "
                                         f"'{t}'." + _suggest(t, list(variants) + list(targets)),
                                         "hooks", key=name)
-        return dict(raw)
+        return HooksSpec(tuple(actions), strict)
 
     def remotes(self, raw: Any) -> dict[str, RemoteSpec]:
         self.typed(raw, dict, "[remote]", key="remote")

@@ -19,6 +19,7 @@ from typing import Any
 from mlmake.errors import ExecutorError, ExecutorSetupError, MlmakeError
 from mlmake.executors.base import Capacity, Job, JobResult, OnLine
 from mlmake.hashing import hash_bytes
+from mlmake.model import OutRecord
 
 try:
     import ray
@@ -145,9 +146,9 @@ def _kill_group_now(pgid: int) -> bool:
 
 
 def _run_in_scratch(target: str, cmd: str, wdir: str, env: dict[str, str], lines: Any,
-                    inputs: list[tuple[str, dict[str, Any]]], outs: tuple[str, ...],
+                    inputs: list[tuple[str, OutRecord]], outs: tuple[str, ...],
                     remote_args: tuple[Any, ...], cache_dir: str
-                    ) -> tuple[int, str, str, int, dict[str, Any], list[str]]:
+                    ) -> tuple[int, str, str, int, dict[str, OutRecord], list[str]]:
     """The body of a Ray task on a node without the project: inputs come by hash from the
     remote into a scratch directory, the command runs there, outs go back to the remote."""
     from mlmake import scratch

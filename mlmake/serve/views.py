@@ -114,7 +114,7 @@ def run_detail(project: Project, run_id: str, runner: Runner | None = None
             if outcome == "uptodate" and b.get("commit"):
                 lock = lock if lock is not None else _lock_at(project, b["commit"])
                 e = lock.get(name)
-                outs = dict(e.outs) if e is not None else {}
+                outs = {o: r.as_json() for o, r in e.outs.items()} if e is not None else {}
             item.update(outcome=outcome, duration=None, started=None, exit_code=None,
                         message="", source="", key=None, outs=outs,
                         log=name in running)
@@ -195,7 +195,7 @@ def output(project: Project, run_id: str, path: str) -> dict[str, Any]:
         for name, e in _lock_at(project, b["commit"]).items():
             if name in names:
                 for out, rec in e.outs.items():
-                    records.setdefault(out, rec)
+                    records.setdefault(out, rec.as_json())
     store = _store(project)
     for out, rec in records.items():
         if rel != out and not rel.startswith(out + "/"):

@@ -10,13 +10,15 @@ import pytest
 
 from mlmake import hooks, mlfile
 from mlmake.errors import MlfileError, UsageError
-from mlmake.model import Pipeline, RemoteSpec
+from mlmake.model import HooksSpec, Pipeline, RemoteSpec
 
 
 def pipeline(hooks_table: dict | None = None, remote: str | None = None) -> Pipeline:
     remotes = {remote: RemoteSpec(remote, "/tmp/x")} if remote else {}
+    actions = tuple((name, (acts,) if isinstance(acts, str) else tuple(acts))
+                    for name, acts in (hooks_table or {}).items())
     return Pipeline(path="/p/Mlfile", root="/p", targets={}, remote=remote, remotes=remotes,
-                    hooks=hooks_table or {})
+                    hooks=HooksSpec(actions))
 
 
 @pytest.fixture
@@ -138,7 +140,11 @@ cmd = "echo"
 
 
 def parse_hooks(tmp_path: Path, body: str) -> dict:
-    return mlfile.parse(MLFILE_HEAD + body, str(tmp_path / "Mlfile")).hooks
+    """The parsed [hooks] table written back in its TOML shape (one action: a string)."""
+    spec = mlfile.parse(MLFILE_HEAD + body, str(tmp_path / "Mlfile")).hooks
+    table: dict = {name: acts[0] if len(acts) == 1 else list(acts)
+                   for name, acts in spec.actions}
+    return {**table, "strict": True} if spec.strict else table
 
 
 def test_valid_hooks_tables_parse(tmp_path: Path):

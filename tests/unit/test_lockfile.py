@@ -10,6 +10,7 @@ import pytest
 
 from mlmake.errors import MlfileError
 from mlmake.lockfile import LOCK_FORMAT, Lock, LockEntry
+from mlmake.model import OutRecord
 
 
 def entry(key: str = "k1", env: str | None = None) -> LockEntry:
@@ -17,8 +18,8 @@ def entry(key: str = "k1", env: str | None = None) -> LockEntry:
                      deps={"src/train.py": "aa", "data/prepared": "bb"},
                      params={"train.lr": 0.1, "train.layers": [64, 32], "name": "ünï"},
                      env=env,
-                     outs={"models/m.pkl": {"hash": "cc", "type": "file", "size": 3},
-                           "data/out": {"hash": "dd", "type": "dir", "size": 10, "files": 2}})
+                     outs={"models/m.pkl": OutRecord("cc", "file", size=3),
+                           "data/out": OutRecord("dd", "dir", size=10, files=2)})
 
 
 def lock_with(tmp_path: Path, **entries: LockEntry) -> Lock:
@@ -172,3 +173,46 @@ def test_a_lock_replaced_on_disk_is_not_overwritten(tmp_path):
     with pytest.raises(LockChangedError, match="was replaced while this build ran"):
         lock.write()
     assert path.read_text() == '{"targets": {}, "version": 1}\n'
+
+
+# -- out records ------------------------------------------------------------------------------
+BUILT = {  # the records a build writes: a file, an executable, a metric, a directory
+    "model.bin": {"hash": "aa", "type": "file", "size": 3},
+    "run.sh": {"hash": "bb", "type": "file", "size": 9, "exec": True},
+    "metrics.json": {"hash": "cc", "type": "file", "size": 20, "metric": True},
+    "data/out": {"hash": "dd", "type": "dir", "files": 2, "size": 10},
+}
+
+
+def test_out_records_keep_their_stored_form_byte_for_byte(tmp_path: Path):
+    text = json.dumps({"targets": {"t": {"cmd": "c", "deps": {}, "key": "k", "outs": BUILT,
+                                         "params": {}}}, "version": LOCK_FORMAT},
+                      indent=2, sort_keys=True) + "\n"
+    lock = Lock.parse(text, str(tmp_path / "Mlfile.lock"))
+    assert lock.render() == text
+    outs = lock.entries["t"].outs
+    assert outs["run.sh"] == OutRecord("bb", size=9, executable=True)
+    assert outs["data/out"].oid == "dd.dir" and outs["model.bin"].oid == "aa"
+    assert {p: r.as_json() for p, r in outs.items()} == BUILT
+    assert [list(outs[p].as_json()) for p in BUILT] == [list(d) for d in BUILT.values()]
+
+
+def test_run_cache_entries_keep_their_stored_form(tmp_path: Path):
+    from mlmake.runcache import RunCache
+
+    cache = RunCache(str(tmp_path / "runcache"))
+    cache.put("k" * 32, "t", {p: OutRecord.from_json(d) for p, d in BUILT.items()})
+    data = json.loads(cache.raw("k" * 32) or b"")
+    assert data["outs"] == BUILT and data["target"] == "t"
+    assert cache.raw("k" * 32) == json.dumps(data, sort_keys=True).encode()
+    assert cache.get("k" * 32) == {p: OutRecord.from_json(d) for p, d in BUILT.items()}
+
+
+@pytest.mark.parametrize("outs", [{"o": {"type": "file"}}, {"o": {"hash": "a", "type": "link"}},
+                                  {"o": {"hash": "a", "size": "3"}}, {"o": "a"}, ["o"]])
+def test_a_run_cache_entry_with_bad_records_is_no_entry(tmp_path: Path, outs: object):
+    from mlmake.runcache import RunCache
+
+    cache = RunCache(str(tmp_path / "runcache"))
+    cache.put_raw("k" * 32, json.dumps({"version": 1, "outs": outs}).encode())
+    assert cache.get("k" * 32) is None

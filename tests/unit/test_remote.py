@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from mlmake import config as user_config
 from mlmake import remote as remote_mod
-from mlmake import sync
 from mlmake.errors import MlfileError, RemoteError, UsageError
 from mlmake.hashing import Entry, StatCache, hash_bytes
-from mlmake.model import Pipeline, RemoteSpec
+from mlmake.model import Pipeline, RemoteOverride, RemoteSpec, UserConfig
 from mlmake.remote import CorruptRemoteObjectError, Remote, intact, scrub, scrub_url
 from mlmake.store import Store
 
@@ -189,16 +189,17 @@ def pipeline(**kw) -> Pipeline:
 def test_the_default_remote_is_the_config_then_the_mlfile_then_the_only_one(tmp_path):
     team = RemoteSpec("team", "/a", (("region", "x"),))
     p = pipeline(remotes={"team": team})
-    assert sync.choose(p, sync.UserConfig(), None) == team
-    assert sync.choose(pipeline(), sync.UserConfig(), None) is None
+    assert user_config.choose(p, UserConfig(), None) == team
+    assert user_config.choose(pipeline(), UserConfig(), None) is None
     two = pipeline(remotes={"team": team, "b": RemoteSpec("b", "/b")})
-    assert sync.choose(two, sync.UserConfig(), None) is None
-    cfg = sync.UserConfig(remote="b", remotes={"team": {"options": {"profile": "dev"}}})
-    assert sync.choose(two, cfg, None).name == "b"
-    merged = sync.choose(two, cfg, "team")
+    assert user_config.choose(two, UserConfig(), None) is None
+    cfg = UserConfig(remote="b",
+                     remotes={"team": RemoteOverride("team", options=(("profile", "dev"),))})
+    assert user_config.choose(two, cfg, None).name == "b"
+    merged = user_config.choose(two, cfg, "team")
     assert merged.url == "/a" and dict(merged.options) == {"region": "x", "profile": "dev"}
     with pytest.raises(UsageError, match="no remote named 'tema'. Did you mean 'team'"):
-        sync.choose(two, cfg, "tema")
+        user_config.choose(two, cfg, "tema")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -212,13 +213,30 @@ def test_bad_user_config_names_the_file_and_the_fix(tmp_path, text, message):
     path = tmp_path / "config.toml"
     path.write_text(text)
     with pytest.raises(MlfileError) as err:
-        sync.read_config(str(path))
+        user_config.read_config(str(path))
     assert message in str(err.value) and "config.toml" in str(err.value)
+
+
+def test_user_config_errors_name_the_line(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[project]\nremote = "team"\n\n[remote.team]\nurl = "/a"\nprofile = "x"\n')
+    with pytest.raises(MlfileError) as err:
+        user_config.read_config(str(path))
+    assert str(err.value).startswith(
+        os.path.join(".mlmake", "config.toml") + ":6: unknown key 'profile' in [remote.team].")
+
+
+def test_user_config_is_parsed_into_typed_overrides(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[project]\npush = true\n\n[remote.team]\noptions = { profile = "dev" }\n')
+    assert user_config.read_config(str(path)) == UserConfig(
+        push=True, remotes={"team": RemoteOverride("team", options=(("profile", "dev"),))})
+    assert user_config.read_config(str(tmp_path / "absent.toml")) == UserConfig()
 
 
 def test_a_config_remote_without_url_must_override_one(tmp_path):
     with pytest.raises(MlfileError, match="needs a `url`"):
-        sync.remotes(pipeline(), sync.UserConfig(remotes={"x": {"options": {}}}))
+        user_config.remotes(pipeline(), UserConfig(remotes={"x": RemoteOverride("x")}))
 
 
 def test_a_few_packed_objects_are_read_with_ranges_not_whole_packs(tmp_path, monkeypatch):

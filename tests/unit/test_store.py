@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mlmake.model import OutRecord
 from mlmake.events import Notice
 from mlmake.hashing import Hasher, StatCache, hash_file
 from mlmake.store import (
@@ -44,10 +45,10 @@ class Tree:
         rec: dict[str, Any]
         if full.is_dir():
             digest, entries = self.hasher.tree(rel, manifest=True)
-            rec = {"hash": digest, "type": "dir"}
+            rec = OutRecord(digest, "dir")
             self.store.save_out(rel, rec, entries)
             return rec
-        rec = {"hash": hash_file(str(full)), "type": "file"}
+        rec = OutRecord(hash_file(str(full)), "file")
         if os.access(full, os.X_OK):
             rec["exec"] = True
         self.store.save_out(rel, rec, None)
@@ -69,9 +70,9 @@ def writable(p: Path) -> bool:
 def test_saved_out_becomes_a_read_only_object_named_by_its_hash(tree: Tree):
     tree.write("m.bin", b"model bytes")
     rec = tree.save("m.bin")
-    obj = tree.obj(rec["hash"])
+    obj = tree.obj(rec.hash)
     assert obj.read_bytes() == b"model bytes"
-    assert hash_file(str(obj)) == rec["hash"]
+    assert hash_file(str(obj)) == rec.hash
     assert obj.stat().st_mode & 0o222 == 0
 
 
@@ -79,14 +80,14 @@ def test_saved_out_is_linked_back_into_the_work_tree_read_only(tree: Tree):
     tree.write("m.bin", b"model bytes")
     rec = tree.save("m.bin")
     out = tree.root / "m.bin"
-    assert os.path.samefile(out, tree.obj(rec["hash"]))
+    assert os.path.samefile(out, tree.obj(rec.hash))
     assert not writable(out)
 
 
 def test_metrics_saved_without_link_stay_ordinary_writable_files(tree: Tree):
     tree.write("metrics.json", b'{"acc": 1}')
     oid = hash_file(str(tree.root / "metrics.json"))
-    tree.store.save_out("metrics.json", {"hash": oid, "type": "file"}, None, link=False)
+    tree.store.save_out("metrics.json", OutRecord(oid, "file"), None, link=False)
     out = tree.root / "metrics.json"
     assert tree.store.has(oid)
     assert not os.path.samefile(out, tree.obj(oid)) and writable(out)
@@ -98,7 +99,7 @@ def test_restore_in_hardlink_mode_shares_the_object(tree: Tree):
     remove_path(str(tree.root / "m.bin"))
     assert tree.store.restore("m.bin", rec) == 1
     assert tree.store.link_type == "hardlink"
-    assert os.path.samefile(tree.root / "m.bin", tree.obj(rec["hash"]))
+    assert os.path.samefile(tree.root / "m.bin", tree.obj(rec.hash))
 
 
 def test_restore_in_copy_mode_gives_a_private_writable_copy(tmp_path: Path):
@@ -110,7 +111,7 @@ def test_restore_in_copy_mode_gives_a_private_writable_copy(tmp_path: Path):
     out = tree.root / "m.bin"
     assert tree.store.link_type == "copy"
     assert out.read_bytes() == b"model bytes"
-    assert not os.path.samefile(out, tree.obj(rec["hash"])) and writable(out)
+    assert not os.path.samefile(out, tree.obj(rec.hash)) and writable(out)
 
 
 def test_link_types_without_hardlink_never_share_the_objects_inode(tmp_path: Path):
@@ -126,12 +127,12 @@ def test_corrupt_object_is_never_linked(tree: Tree):
     tree.write("m.bin", b"model bytes")
     rec = tree.save("m.bin")
     remove_path(str(tree.root / "m.bin"))
-    corrupt(tree.obj(rec["hash"]))
+    corrupt(tree.obj(rec.hash))
     with pytest.raises(CorruptObjectError) as err:
         tree.store.restore("m.bin", rec)
-    assert (err.value.oid, err.value.out) == (rec["hash"], "m.bin")
+    assert (err.value.oid, err.value.out) == (rec.hash, "m.bin")
     assert not (tree.root / "m.bin").exists()
-    assert not tree.store.has(rec["hash"])
+    assert not tree.store.has(rec.hash)
 
 
 def test_corrupt_object_leaves_the_work_tree_file_in_place(tree: Tree):
@@ -139,7 +140,7 @@ def test_corrupt_object_leaves_the_work_tree_file_in_place(tree: Tree):
     rec = tree.save("m.bin")
     remove_path(str(tree.root / "m.bin"))
     tree.write("m.bin", b"the user's file")
-    corrupt(tree.obj(rec["hash"]))
+    corrupt(tree.obj(rec.hash))
     with pytest.raises(CorruptObjectError):
         tree.store.restore("m.bin", rec)
     assert (tree.root / "m.bin").read_bytes() == b"the user's file"
@@ -152,8 +153,8 @@ def test_edit_written_through_a_hard_link_is_kept_under_its_real_hash(tree: Tree
     out.chmod(0o644)
     out.write_bytes(b"edited bytes")  # through the link: the object changes too
     with pytest.raises(CorruptObjectError):
-        tree.store.verify(rec["hash"], "m.bin")
-    assert not tree.store.has(rec["hash"])
+        tree.store.verify(rec.hash, "m.bin")
+    assert not tree.store.has(rec.hash)
     assert tree.store.has(hash_file(str(out)))  # the user's only copy is not thrown away
 
 
@@ -161,15 +162,15 @@ def test_corruption_after_a_clean_verify_is_still_detected(tree: Tree):
     tree.write("m.bin", b"model bytes")
     rec = tree.save("m.bin")
     remove_path(str(tree.root / "m.bin"))
-    tree.store.verify(rec["hash"])  # now remembered as good by its stat signature
-    corrupt(tree.obj(rec["hash"]))
+    tree.store.verify(rec.hash)  # now remembered as good by its stat signature
+    corrupt(tree.obj(rec.hash))
     with pytest.raises(CorruptObjectError):
-        tree.store.verify(rec["hash"])
+        tree.store.verify(rec.hash)
 
 
 def test_restoring_an_object_the_store_lacks_names_the_out(tree: Tree):
     with pytest.raises(MissingObjectError) as err:
-        tree.store.restore("gone.bin", {"hash": "0" * 32, "type": "file"})
+        tree.store.restore("gone.bin", OutRecord("0" * 32, "file"))
     assert err.value.out == "gone.bin"
     assert "mlmake pull" in str(err.value)
 
@@ -178,7 +179,7 @@ def test_directory_out_round_trips_with_its_executable_bits(tree: Tree):
     tree.write("d/a.txt", b"a")
     tree.write("d/sub/run.sh", b"#!/bin/sh\n", executable=True)
     rec = tree.save("d")
-    entries = tree.store.manifest(rec["hash"])
+    entries = tree.store.manifest(rec.hash)
     assert entries is not None
     assert sorted((e.path, e.executable) for e in entries) == [("a.txt", False),
                                                                ("sub/run.sh", True)]
@@ -186,7 +187,7 @@ def test_directory_out_round_trips_with_its_executable_bits(tree: Tree):
     assert tree.store.restore("d", rec) == 2
     assert (tree.root / "d/a.txt").read_bytes() == b"a"
     assert os.access(tree.root / "d/sub/run.sh", os.X_OK)
-    assert tree.hasher.tree("d")[0] == rec["hash"]
+    assert tree.hasher.tree("d")[0] == rec.hash
 
 
 def test_directory_out_needs_its_manifest_and_every_file_object(tree: Tree):
@@ -195,7 +196,7 @@ def test_directory_out_needs_its_manifest_and_every_file_object(tree: Tree):
     rec = tree.save("d")
     a = hash_file(str(tree.root / "d/a.txt"))
     assert sorted(tree.store.record_oids(rec)) == sorted(
-        [rec["hash"] + MANIFEST_SUFFIX, a, hash_file(str(tree.root / "d/b.txt"))])
+        [rec.hash + MANIFEST_SUFFIX, a, hash_file(str(tree.root / "d/b.txt"))])
     assert tree.store.missing(rec) == []
     remove_path(str(tree.root / "d"))
     tree.store.remove(a)
@@ -207,7 +208,7 @@ def test_identical_files_in_a_directory_out_are_stored_once(tree: Tree):
     tree.write("d/b.txt", b"same")
     rec = tree.save("d")
     assert sorted(tree.store.all_oids()) == sorted(
-        [rec["hash"] + MANIFEST_SUFFIX, hash_file(str(tree.root / "d/a.txt"))])
+        [rec.hash + MANIFEST_SUFFIX, hash_file(str(tree.root / "d/a.txt"))])
 
 
 def test_one_corrupt_file_leaves_the_whole_directory_untouched(tree: Tree):
@@ -223,19 +224,19 @@ def test_one_corrupt_file_leaves_the_whole_directory_untouched(tree: Tree):
 
 
 def _entry_oid(tree: Tree, rec: dict[str, Any], path: str) -> str:
-    entries = tree.store.manifest(rec["hash"]) or []
+    entries = tree.store.manifest(rec.hash) or []
     return next(e.hash for e in entries if e.path == path)
 
 
 def test_corrupt_manifest_is_refused_and_taken_out(tree: Tree):
     tree.write("d/a.txt", b"a")
     rec = tree.save("d")
-    manifest = tree.obj(rec["hash"] + MANIFEST_SUFFIX)
+    manifest = tree.obj(rec.hash + MANIFEST_SUFFIX)
     manifest.chmod(0o644)
     manifest.write_text('[["a.txt","00000000000000000000000000000000",false]]')
     with pytest.raises(CorruptObjectError):
-        tree.store.manifest(rec["hash"])
-    assert not tree.store.has(rec["hash"] + MANIFEST_SUFFIX)
+        tree.store.manifest(rec.hash)
+    assert not tree.store.has(rec.hash + MANIFEST_SUFFIX)
 
 
 def test_export_writes_a_writable_copy_never_a_link(tree: Tree, tmp_path: Path):
@@ -244,7 +245,7 @@ def test_export_writes_a_writable_copy_never_a_link(tree: Tree, tmp_path: Path):
     dest = tmp_path / "export" / "m.bin"
     tree.store.export(rec, str(dest))
     assert dest.read_bytes() == b"model bytes"
-    assert not os.path.samefile(dest, tree.obj(rec["hash"])) and writable(dest)
+    assert not os.path.samefile(dest, tree.obj(rec.hash)) and writable(dest)
 
 
 def test_export_of_a_path_inside_a_directory_out(tree: Tree, tmp_path: Path):
