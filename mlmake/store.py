@@ -346,8 +346,13 @@ class Store:
 
     def save_out(self, out: str, record: OutRecord, entries: list[Entry] | None,
                  link: bool = True) -> None:
-        """Move a freshly built out into the store and link it back into the work tree."""
+        """Move a freshly built out into the store and link it back into the work tree.
+
+        The work-tree file becomes its own object (a hard link, no second copy) only when
+        hard links are this store's link type; with reflinks or copies the object is a copy
+        and the work tree gets its own reflink or private copy, as a restore would give."""
         full = os.path.join(self.root, out)
+        link = link and self._moves(os.path.dirname(full))
         if record.is_dir:
             assert entries is not None
             self.add_files([(os.path.join(full, e.path), e.hash, e.executable)
@@ -456,6 +461,25 @@ class Store:
         except BaseException:
             _unlink(tmp)
             raise
+
+    def _moves(self, dest_dir: str) -> bool:
+        """Whether a fresh out may be moved into the store by a hard link: only when hard
+        links are the link type this store uses (found once, with an empty probe file)."""
+        if self._link is None and "hardlink" in self.link_types:
+            self._mkdir(self.path)
+            probe = atomic.temp_name(os.path.join(self.path, "probe"))
+            dest = atomic.temp_name(os.path.join(dest_dir, ".mlmake-probe"))
+            try:
+                with open(probe, "wb"):
+                    pass
+                os.makedirs(dest_dir, exist_ok=True)
+                self._choose(probe, dest)
+            except (OSError, StoreError):
+                return False
+            finally:
+                _unlink(dest)
+                _unlink(probe)
+        return self._link == "hardlink"
 
     def _link_new(self, obj: str, dest: str) -> None:
         if self._link is None:

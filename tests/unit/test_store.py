@@ -286,9 +286,6 @@ def test_build_stores_a_directory_out_as_a_manifest(ws: Workspace):
     assert ws.read("parts/b") == "2\n"
 
 
-@pytest.mark.xfail(strict=True, reason="Store.save_out moves a fresh out into the store by a "
-                   "hard link whatever [project] link says, so with link = [\"copy\"] a built "
-                   "out is a read-only link to the cache object (a restore gives a copy)")
 def test_copy_link_mode_gives_a_freshly_built_out_a_private_copy(ws: Workspace):
     ws.write({**CHAIN, "Mlfile": '[project]\nlink = ["copy"]\n\n' + CHAIN["Mlfile"]})
     assert ws.run()[0].ok
