@@ -8,7 +8,7 @@ import os
 import posixpath
 import re
 import shlex
-from typing import Any
+from typing import Any, Callable
 
 from mlmake import params as params_mod
 from mlmake.errors import MlfileError, did_you_mean
@@ -381,37 +381,29 @@ class _Parser(_Toml, TableParsing):
         used: list[str] = []
 
         def subst(text: str, key: str, quote: bool) -> str:
-            def repl(m: re.Match[str]) -> str:
-                if m.group(1):
-                    return "${" + m.group(2) + "}"
-                var = m.group(2).strip()
+            def value_of(var: str) -> Any:
                 if var in mvars:
-                    value = mvars[var]
-                else:
-                    try:
-                        value = params_mod.lookup(self.params, var)
-                    except KeyError:
-                        choices = list(mvars) + self.param_keys
-                        raise self.fail(f"target '{base}': unknown variable '${{{var}}}' in "
-                                        f"{key}; it is neither a matrix variable nor a params "
-                                        f"key.{_suggest(var, choices)}", *tbl, key=key) from None
-                    if isinstance(value, dict):
-                        raise self.fail(f"target '{base}': '${{{var}}}' in {key} is a table; "
-                                        "name one value (a dotted key).", *tbl, key=key)
-                    used.append(var)
-                s = scalar(value)
-                return shlex.quote(s) if quote else s
-            return _VAR.sub(repl, text)
+                    return mvars[var]
+                try:
+                    value = params_mod.lookup(self.params, var)
+                except KeyError:
+                    choices = list(mvars) + self.param_keys
+                    raise self.fail(f"target '{base}': unknown variable '${{{var}}}' in "
+                                    f"{key}; it is neither a matrix variable nor a params "
+                                    f"key.{_suggest(var, choices)}", *tbl, key=key) from None
+                if isinstance(value, dict):
+                    raise self.fail(f"target '{base}': '${{{var}}}' in {key} is a table; "
+                                    "name one value (a dotted key).", *tbl, key=key)
+                used.append(var)
+                return value
+            return fill(text, value_of, quote)
 
         def paths(key: str) -> tuple[str, ...]:
             items = self.str_list(spec.get(key, []), f"target '{base}': {key}", *tbl, key=key)
             return tuple(self.path_value(subst(p, key, False), f"target '{base}': {key}",
                                          *tbl, key=key) for p in items)
 
-        if isinstance(cmd, str):
-            icmd = subst(cmd, "cmd", True)
-        else:  # the exec form: every argument quoted whole, so no shell reads any of it
-            icmd = " ".join(shlex.quote(subst(c, "cmd", False)) for c in cmd)
+        icmd = render_cmd(cmd, lambda text, quote: subst(text, "cmd", quote))
         deps, outs = paths("deps"), paths("outs")
         metrics, plots = paths("metrics"), paths("plots")
         for key, group in (("outs", outs), ("metrics", metrics), ("plots", plots)):
@@ -452,6 +444,7 @@ class _Parser(_Toml, TableParsing):
             desc=subst(self.typed(spec.get("desc", ""), str, f"target '{base}': desc", *tbl,
                                   key="desc"), "desc", False),
             wdir=wdir, matrix=tuple((k, scalar(v)) for k, v in mvars.items()),
+            cmd_source=cmd if isinstance(cmd, str) else tuple(cmd),
             line=self.loc.table("target", base), **flags)
 
     def resources(self, base: str, spec: Any) -> Resources:
@@ -527,6 +520,27 @@ def _toml_type(v: Any) -> str:
     names = {bool: "true or false", int: "an integer", float: "a number", dict: "a table",
              list: "a list with other values than strings", str: "a string"}
     return names.get(type(v), type(v).__name__)
+
+
+def render_cmd(cmd: str | list[str] | tuple[str, ...],
+               subst: Callable[[str, bool], str]) -> str:
+    """The command line of an Mlfile `cmd`: a string is one shell command whose `${}` values
+    are shell-quoted; a list is the exec form, each argument quoted whole so that no shell
+    reads any of it. `subst(text, quote)` fills in one piece's `${}`."""
+    if isinstance(cmd, str):
+        return subst(cmd, True)
+    return " ".join(shlex.quote(subst(c, False)) for c in cmd)
+
+
+def fill(text: str, value_of: Callable[[str], Any], quote: bool) -> str:
+    """`text` with each `${name}` replaced by `value_of(name)` written as `scalar` does
+    (shell-quoted when `quote`); `$${` stays a literal `${`."""
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1):
+            return "${" + m.group(2) + "}"
+        s = scalar(value_of(m.group(2).strip()))
+        return shlex.quote(s) if quote else s
+    return _VAR.sub(repl, text)
 
 
 def scalar(v: Any) -> str:

@@ -45,6 +45,7 @@ class Target:
     persist: bool = False
     track_imports: bool = True  # the project-local modules a Python cmd imports are deps
     matrix: tuple[tuple[str, str], ...] = ()
+    cmd_source: str | tuple[str, ...] = ""  # the Mlfile's cmd before `${}` (exec form: a tuple)
     line: int | None = None
 
     @property

@@ -362,7 +362,7 @@ class Checker:
 def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[str, Any],
           env: str | None, implicit: dict[str, str]) -> list[Reason]:
     reasons: list[Reason] = []
-    if t.cmd != old.cmd and not _only_params_differ(old.cmd, t.cmd, old.params, values):
+    if t.cmd != old.cmd and not _only_params_differ(t, old.cmd, old.params, values):
         reasons.append(Reason("cmd", t.cmd, old.cmd, t.cmd))
     if env != old.env:
         reasons.append(Reason("env", t.env or "", old.env, env))
@@ -382,19 +382,25 @@ def _diff(t: Target, old: LockEntry, deps: dict[str, str | None], values: dict[s
     return reasons
 
 
-def _only_params_differ(old_cmd: str, new_cmd: str, old: dict[str, Any],
+def _only_params_differ(t: Target, old_cmd: str, old: dict[str, Any],
                         new: dict[str, Any]) -> bool:
-    """True when the commands differ only by changed param values put into them with
-    `${}` (the param reason already says so)."""
-    import shlex
+    """True when the command differs from the recorded one only by changed param values
+    put into it with `${}` (the param reason already says so): the Mlfile's cmd filled in
+    with the recorded values gives the recorded command."""
+    from mlmake.mlfile import fill, render_cmd
 
-    from mlmake.mlfile import scalar
+    if not t.cmd_source or not any(old[k] != new[k] for k in old.keys() & new.keys()):
+        return False
+    matrix = dict(t.matrix)
 
-    changed = [(k, old[k], new[k]) for k in old.keys() & new.keys() if old[k] != new[k]]
-    patched = old_cmd
-    for _, a, b in changed:
-        patched = patched.replace(shlex.quote(scalar(a)), shlex.quote(scalar(b)))
-    return bool(changed) and patched == new_cmd
+    def recorded(var: str) -> Any:
+        return matrix[var] if var in matrix else old[var]
+
+    try:
+        return render_cmd(t.cmd_source, lambda text, quote: fill(text, recorded, quote)) \
+            == old_cmd
+    except KeyError:  # a `${}` the recorded params lack: the command did change
+        return False
 
 
 def _forced(force: bool | set[str], name: str) -> bool:

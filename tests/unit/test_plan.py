@@ -244,9 +244,6 @@ def test_lean_status_never_calls_an_edited_out_absent(built: Workspace):
 LITERAL = CHAIN["Mlfile"].replace("echo lr=${train.lr}", "echo 0.1 lr=${train.lr}")
 
 
-@pytest.mark.xfail(strict=True, reason="plan._only_params_differ replaces every occurrence "
-                   "of the old param text, so a literal equal to it makes a param change "
-                   "look like a command edit")
 def test_param_change_alone_never_reports_the_command_as_changed(ws: Workspace):
     ws.write({**CHAIN, "Mlfile": LITERAL})
     assert ws.run()[0].ok
@@ -254,9 +251,6 @@ def test_param_change_alone_never_reports_the_command_as_changed(ws: Workspace):
     assert ws.status().states["train"].reasons == (Reason("param", "train.lr", 0.1, 0.2),)
 
 
-@pytest.mark.xfail(strict=True, reason="plan._only_params_differ replaces every occurrence "
-                   "of the old param text, so a command edit to the new value's text is "
-                   "taken for the param change and not reported")
 def test_command_edit_is_reported_even_with_a_param_change(ws: Workspace):
     ws.write({**CHAIN, "Mlfile": LITERAL})
     assert ws.run()[0].ok
