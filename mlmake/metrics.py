@@ -3,17 +3,20 @@ side by side and diffed key by key."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlmake.errors import MlfileError, UsageError
-from mlmake.params import flatten, parse_toml
+from mlmake.params import decode, flatten
 
 if TYPE_CHECKING:
-    from mlmake.project import Project
+    from mlmake.model import Pipeline
+
+# (rev, paths) -> (the full sha `rev` names, each path's bytes at it or None when absent)
+FilesAt = Callable[[str, list[str]], "tuple[str, dict[str, bytes | None]]"]
 
 WORKSPACE = "workspace"
 KINDS = ("metrics", "params")
@@ -44,6 +47,7 @@ class Snapshot:
     rev: str
     commit: str | None
     files: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # lenient: path → why it is None
 
     def as_json(self) -> dict[str, dict[str, Any] | None]:
         """JSON-ready form: path → {dotted key: value}, null for a file that is absent."""
@@ -84,43 +88,45 @@ class Diff:
                 "rows": [r.as_json() for r in self.rows]}
 
 
-def files(project: Project, kind: str = "metrics") -> list[str]:
+def files(pipeline: Pipeline, kind: str = "metrics") -> list[str]:
     """The project-relative files compared: every target's metrics, or the params files."""
     if kind == "params":
-        return list(dict.fromkeys(project.pipeline.params_files))
+        return list(dict.fromkeys(pipeline.params_files))
     if kind != "metrics":
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    return list(dict.fromkeys(m for t in project.pipeline.targets.values() for m in t.metrics))
+    return list(dict.fromkeys(m for t in pipeline.targets.values() for m in t.metrics))
 
 
-def show(project: Project, revs: tuple[str, ...] | list[str] = (),
-         kind: str = "metrics") -> list[Snapshot]:
-    """The files of `kind` at each revision (default: the work tree only)."""
-    paths = files(project, kind)
-    return [snapshot(project, rev, paths) for rev in (tuple(revs) or (WORKSPACE,))]
+def show(root: str, paths: list[str], files_at: FilesAt,
+         revs: tuple[str, ...] | list[str] = (), lenient: bool = False) -> list[Snapshot]:
+    """`paths` at each revision (default: the work tree only); see `snapshot`."""
+    return [snapshot(root, rev, paths, files_at, lenient)
+            for rev in (tuple(revs) or (WORKSPACE,))]
 
 
-def diff(project: Project, revs: tuple[str, ...] | list[str] = (), kind: str = "metrics",
-         all_rows: bool = False) -> Diff:
-    """Compare the files of `kind` between two revisions, DVC style.
+def diff(root: str, paths: list[str], files_at: FilesAt,
+         revs: tuple[str, ...] | list[str] = (), kind: str = "metrics",
+         all_rows: bool = False, unborn: bool = False) -> Diff:
+    """Compare `paths` (files of `kind`) between two revisions, DVC style.
 
-    No revision: HEAD against the work tree; one: REV against the work tree; two: A against B.
-    Only keys whose value differs are listed unless `all_rows`.
+    No revision: HEAD (every file absent when the repository is `unborn`, without a commit
+    yet) against the work tree; one: REV against the work tree; two: A against B. Only keys
+    whose value differs are listed unless `all_rows`.
     """
     revs = tuple(revs)
     if len(revs) > 2:
         raise UsageError(f"{kind} diff takes at most two revisions, got {len(revs)}: "
                          f"{' '.join(revs)}.")
-    paths = files(project, kind)
     if not revs:
-        old = _head_or_empty(project, paths)
-        new = snapshot(project, WORKSPACE, paths)
+        old = Snapshot("HEAD", None, {p: None for p in paths}) if unborn else \
+            snapshot(root, "HEAD", paths, files_at)
+        new = snapshot(root, WORKSPACE, paths, files_at)
     elif len(revs) == 1:
-        old = snapshot(project, revs[0], paths)
-        new = snapshot(project, WORKSPACE, paths)
+        old = snapshot(root, revs[0], paths, files_at)
+        new = snapshot(root, WORKSPACE, paths, files_at)
     else:
-        old = snapshot(project, revs[0], paths)
-        new = snapshot(project, revs[1], paths)
+        old = snapshot(root, revs[0], paths, files_at)
+        new = snapshot(root, revs[1], paths, files_at)
     return Diff(old, new, compare(old, new, all_rows))
 
 
@@ -138,57 +144,42 @@ def compare(old: Snapshot, new: Snapshot, all_rows: bool = False) -> list[Row]:
     return rows
 
 
-def snapshot(project: Project, rev: str, paths: list[str]) -> Snapshot:
-    """Parse `paths` as they are at `rev` (`workspace`: the work tree), without checking out."""
+def snapshot(root: str, rev: str, paths: list[str], files_at: FilesAt,
+             lenient: bool = False) -> Snapshot:
+    """Parse `paths` as they are at `rev` (`workspace`: the work tree under `root`), read
+    through `files_at` without checking anything out. A file that does not parse is an
+    MlfileError, or with `lenient` absent, its error kept in `Snapshot.errors`."""
     if rev == WORKSPACE:
-        raw: dict[str, bytes | None] = {p: _read_workspace(project.root, p) for p in paths}
+        raw: dict[str, bytes | None] = {p: _read_workspace(root, p) for p in paths}
         commit = None
     else:
-        from mlmake import git
-
-        commit, raw = git.read_files_at(project.root, rev, paths)
-    return Snapshot(rev, commit, {p: (None if data is None else parse(data, p, rev))
-                                  for p, data in raw.items()})
+        commit, raw = files_at(rev, paths)
+    parsed: dict[str, dict[str, Any] | None] = {}
+    errors: dict[str, str] = {}
+    for p, data in raw.items():
+        try:
+            parsed[p] = None if data is None else parse(data, p, rev)
+        except MlfileError as exc:
+            if not lenient:
+                raise
+            parsed[p] = None
+            errors[p] = str(exc)
+    return Snapshot(rev, commit, parsed, errors)
 
 
 def parse(data: bytes, path: str, rev: str = WORKSPACE) -> dict[str, Any]:
-    """Flattened keys of a JSON, YAML or TOML file (by extension; others: JSON, else YAML).
+    """Flattened keys of a JSON, YAML or TOML file (by extension; others: JSON, else YAML),
+    read by the one params reader (mlmake.params).
 
     A file holding a bare value (`0.93`) has the single key "".
     """
     where = path if rev == WORKSPACE else f"{path} (at {rev})"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MlfileError("not UTF-8 text; metrics and params files must be JSON, YAML or "
-                          "TOML.", where) from None
-    ext = os.path.splitext(path)[1].lower()
-    value: Any
-    if ext == ".toml":
-        value = parse_toml(text, where)
-    elif ext in (".yaml", ".yml"):
-        value = _yaml(text, where)
-    elif ext == ".json":
-        value = _json(text, where)
-    else:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = _yaml(text, where)
+    value = decode(data, path, where)
     if isinstance(value, dict):
         return flatten(value)
     if value is None:
         return {}
     return {"": value}
-
-
-def _head_or_empty(project: Project, paths: list[str]) -> Snapshot:
-    """HEAD, or every file absent when the repository has no commit yet."""
-    from mlmake import git
-
-    if git.head_is_unborn(project.root):
-        return Snapshot("HEAD", None, {p: None for p in paths})
-    return snapshot(project, "HEAD", paths)
 
 
 def _read_workspace(root: str, rel: str) -> bytes | None:
@@ -197,25 +188,6 @@ def _read_workspace(root: str, rel: str) -> bytes | None:
             return fh.read()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
-
-
-def _json(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MlfileError(f"invalid JSON: {exc.msg}", where, exc.lineno, exc.colno) from None
-
-
-def _yaml(text: str, where: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise MlfileError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", where,
-                          mark.line + 1 if mark else None,
-                          mark.column + 1 if mark else None) from None
 
 
 def _number(v: Any) -> bool:

@@ -98,24 +98,27 @@ class _Locator:
         return None
 
 
-def load(path: str, param_overrides: dict[str, Any] | None = None) -> Pipeline:
-    """Read and validate the Mlfile at `path` and the params files it names.
-
-    `param_overrides` (dotted key → value) replace values of the params files before `${}`
-    interpolation, without touching any file.
-    """
+def load(path: str) -> Pipeline:
+    """Read and validate the Mlfile at `path` and the params files it names."""
     try:
         with open(path, "rb") as fh:
             text = fh.read().decode("utf-8")
     except FileNotFoundError:
         raise MlfileError("no Mlfile here. Run `mlmake init` to create one, or pass -C DIR / "
                           "-f FILE.", os.path.basename(path)) from None
-    return parse(text, path, param_overrides)
+    return parse(text, path)
 
 
-def parse(text: str, path: str, param_overrides: dict[str, Any] | None = None) -> Pipeline:
+def parse(text: str, path: str) -> Pipeline:
     """Validate Mlfile `text` (read from `path`) into a Pipeline."""
-    return _Parser(text, path, param_overrides).pipeline()
+    return _Parser(text, path).pipeline()
+
+
+def params_files(text: str, path: str) -> tuple[str, ...] | None:
+    """The params files that Mlfile `text` names in [project] params, checked as `parse`
+    checks them; None when it names none (the default files apply). Reads no other file,
+    so it serves an Mlfile as committed at any revision."""
+    return _Parser(text, path).named_params()[0]
 
 
 def parse_config(text: str, file: str) -> UserConfig:
@@ -204,10 +207,8 @@ class _ConfigParser(_Toml):
 
 
 class _Parser(_Toml, TableParsing):
-    def __init__(self, text: str, path: str,
-                 param_overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, text: str, path: str) -> None:
         super().__init__(text, os.path.basename(path))
-        self.overrides = param_overrides or {}
         self.path = path
         self.root = os.path.dirname(os.path.abspath(path))
 
@@ -218,17 +219,9 @@ class _Parser(_Toml, TableParsing):
         proj = raw.get("project", {})
         self.typed(proj, dict, "[project]", key="project")
         self.check_keys(proj, PROJECT_KEYS, "[project]", "project")
-        params_line = None
-        if "params" in proj:
-            files = tuple(self.path_value(p, "[project] params", "project", key="params")
-                          for p in self.str_list(proj["params"], "[project] params", "project",
-                                                 key="params"))
-            params_line = self.loc.key("params", "project")
-        else:
-            files = params_mod.default_files(self.root)
+        named, params_line = self.named_params()
+        files = params_mod.default_files(self.root) if named is None else named
         self.params = params_mod.load(self.root, files, self.file, params_line)
-        if self.overrides:
-            self.params = params_mod.override(self.params, self.overrides, self.file)
         self.param_keys = params_mod.all_keys(self.params)
 
         self.track_imports = self.typed(proj.get("track_imports", True), bool,
@@ -300,6 +293,17 @@ class _Parser(_Toml, TableParsing):
             ray_data=ray_data, lean=materialize == "requested", hooks=hooks,
             endpoints=endpoints, schedules=schedules,
             variants=variants)
+
+    def named_params(self) -> tuple[tuple[str, ...] | None, int | None]:
+        """[project] params (None: not given) and the line that gives it."""
+        proj = self.raw.get("project", {})
+        self.typed(proj, dict, "[project]", key="project")
+        if "params" not in proj:
+            return None, None
+        files = tuple(self.path_value(p, "[project] params", "project", key="params")
+                      for p in self.str_list(proj["params"], "[project] params", "project",
+                                             key="params"))
+        return files, self.loc.key("params", "project")
 
     # -- paths ----------------------------------------------------------------------------
     def path_value(self, p: str, what: str, *table: str, key: str) -> str:

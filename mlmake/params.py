@@ -1,4 +1,5 @@
-"""Parameter files (TOML, YAML, JSON): loading, merging and dotted-key lookups."""
+"""Parameter files (TOML, YAML, JSON): the one reader of their bytes, merging, dotted-key lookups
+and writing values into them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_FILES = ("params.toml", "params.yaml", "params.yml", "params.json")
+FORMATS = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
 _TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -34,12 +36,73 @@ def parse_toml(text: str, file: str) -> dict[str, Any]:
                           file, line, col) from None
 
 
+def read(data: bytes, name: str, where: str | None = None) -> dict[str, Any]:
+    """The table a params file's bytes hold, parsed as TOML, YAML or JSON by `name`'s
+    extension (an empty YAML file is an empty table).
+
+    Bad syntax is an MlfileError with the file (`where`, default `name`), line and column;
+    so is a file that is not UTF-8, an unknown extension or a top level that is not a table.
+    """
+    where = where or name
+    if os.path.splitext(name)[1].lower() not in FORMATS:
+        raise MlfileError(f"params file '{name}' must end in .toml, .yaml, .yml or .json",
+                          where)
+    value = decode(data, name, where)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MlfileError("the top level of a params file must be a table/mapping", where)
+    return value
+
+
+def decode(data: bytes, name: str, where: str | None = None) -> Any:
+    """The value a TOML, YAML or JSON file's bytes hold, by `name`'s extension; any other
+    extension is read as JSON, else YAML. Errors as for `read`."""
+    where = where or name
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MlfileError(f"not UTF-8 text (byte {exc.start}); params and metrics files "
+                          "must be TOML, YAML or JSON.", where) from None
+    kind = FORMATS.get(os.path.splitext(name)[1].lower())
+    if kind == "TOML":
+        return parse_toml(text, where)
+    if kind == "YAML":
+        return _yaml(text, where)
+    if kind == "JSON":
+        return _json(text, where)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return _yaml(text, where)
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MlfileError(f"invalid JSON: {exc.msg}", where, exc.lineno, exc.colno) from None
+
+
+def _yaml(text: str, where: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise MlfileError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", where,
+                          mark.line + 1 if mark else None,
+                          mark.column + 1 if mark else None) from None
+
+
 def load_file(path: str, display: str, mlfile: str = "Mlfile",
               line: int | None = None) -> dict[str, Any]:
-    """Load one params file by its extension; the top level must be a table.
+    """Load one params file by its extension (see `read`); the top level must be a table.
 
-    Errors about the file as a whole point at `mlfile` (the Mlfile in use, by its display
-    name) and `line` (that of `[project] params`, when known); syntax errors at the file itself.
+    Errors about the file as a whole (missing, an unknown extension) point at `mlfile` (the
+    Mlfile in use, by its display name) and `line` (that of `[project] params`, when known);
+    syntax errors at the file itself.
     """
     try:
         with open(path, "rb") as fh:
@@ -47,33 +110,10 @@ def load_file(path: str, display: str, mlfile: str = "Mlfile",
     except FileNotFoundError:
         raise MlfileError(f"params file '{display}' does not exist. Create it or remove it "
                           "from [project] params.", mlfile, line) from None
-    text = raw.decode("utf-8")
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".toml":
-        data = parse_toml(text, display)
-    elif ext in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark else None
-            col = mark.column + 1 if mark else None
-            raise MlfileError(f"invalid YAML: {getattr(exc, 'problem', exc)}", display,
-                              line, col) from None
-    elif ext == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MlfileError(f"invalid JSON: {exc.msg}", display, exc.lineno,
-                              exc.colno) from None
-    else:
+    if os.path.splitext(path)[1].lower() not in FORMATS:
         raise MlfileError(f"params file '{display}' must end in .toml, .yaml, .yml or .json",
                           mlfile, line)
-    if not isinstance(data, dict):
-        raise MlfileError("the top level of a params file must be a table/mapping", display)
-    return data
+    return read(raw, display)
 
 
 def load(root: str, files: tuple[str, ...], mlfile: str = "Mlfile",
@@ -84,7 +124,7 @@ def load(root: str, files: tuple[str, ...], mlfile: str = "Mlfile",
     """
     merged: dict[str, Any] = {}
     for rel in files:
-        _merge(merged, load_file(os.path.join(root, rel), rel, mlfile, line))
+        merge(merged, load_file(os.path.join(root, rel), rel, mlfile, line))
     return merged
 
 
@@ -93,10 +133,12 @@ def default_files(root: str) -> tuple[str, ...]:
     return tuple(f for f in DEFAULT_FILES if os.path.isfile(os.path.join(root, f)))
 
 
-def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+def merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    """Deep-merge the table `new` into `into`: tables merge key by key, anything else in
+    `new` replaces what `into` has (later params files win)."""
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
+            merge(into[k], v)
         else:
             into[k] = v
 
@@ -150,27 +192,6 @@ def all_keys(data: dict[str, Any]) -> list[str]:
 
     walk(data, "")
     return keys
-
-
-def override(data: dict[str, Any], overrides: dict[str, Any], file: str = "Mlfile"
-             ) -> dict[str, Any]:
-    """A copy of `data` with each dotted key of `overrides` set to its value; the files are
-    not touched. A key that is not already in `data` is an MlfileError naming it."""
-    import copy
-
-    out = copy.deepcopy(data)
-    for dotted, value in overrides.items():
-        try:
-            lookup(out, dotted)
-        except KeyError:
-            raise MlfileError(f"cannot override param '{dotted}': no params file defines it.",
-                              file) from None
-        node = out
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = copy.deepcopy(value)
-    return out
 
 
 def write_overrides(root: str, files: tuple[str, ...], overrides: dict[str, Any],

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from mlmake import events as ev
 from mlmake import gitignore
@@ -18,14 +19,27 @@ from mlmake.executors.base import check_fits
 from mlmake.graph import Graph
 from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
-from mlmake.model import Outcome, Pipeline
+from mlmake.model import OutRecord, Outcome, Pipeline
 from mlmake.plan import Checker, Plan
 from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
 from mlmake.store import Store
 
 if TYPE_CHECKING:
-    from mlmake.executors.base import Capacity
+    from mlmake.checkout import CheckoutResult
+    from mlmake.doctor import DoctorReport
+    from mlmake.envs.inventory import BuildResult as EnvBuild
+    from mlmake.envs.inventory import EnvReport, PruneResult
+    from mlmake.executors.base import Capacity, Executor
+    from mlmake.gc import GcResult
+    from mlmake.hookactions import HookResult
+    from mlmake.hooks import HookChange, HookState
+    from mlmake.lockfile import LockEntry
+    from mlmake.metrics import Diff, Snapshot
+    from mlmake.remote import Progress, Remote
+    from mlmake.runoutput import RunOutput
+    from mlmake.sync import BuildRemote, PullResult, PushResult
+    from mlmake.trigger import Request
 
 MLFILE = "Mlfile"
 STATE_DIR = ".mlmake"
@@ -81,7 +95,8 @@ class Project:
         self.param_overrides: dict[str, Any] = {}  # written by set_params, for run records
         self._pipeline: Pipeline | None = None
         self._graph: Graph | None = None
-        self._runners: set[Any] = set()
+        self._runners: set[Executor] = set()
+        self._output_store: Store | None = None
         self._cancelled = False
 
     # -- loading ----------------------------------------------------------------------------
@@ -216,11 +231,26 @@ class Project:
         from mlmake import drawing
 
         names = self.select(targets) if targets else set(self.graph.targets)
-        try:
-            plan: Plan | None = self._checker().plan(names)
-        except MlmakeError:
-            plan = None  # states are decoration: a missing input still draws
+        plan, _ = self._plan_or_error(names)  # states are decoration: a missing input draws
         return drawing.graph_data(self.graph, names, plan)
+
+    def graph_status(self) -> tuple[dict[str, Any], str | None]:
+        """`graph_data` of every target, and the error that kept their states from being
+        known (None when they are)."""
+        from mlmake import drawing
+
+        names = set(self.graph.targets)
+        plan, error = self._plan_or_error(names)
+        return drawing.graph_data(self.graph, names, plan), error
+
+    def _plan_or_error(self, names: set[str]) -> tuple[Plan | None, str | None]:
+        try:
+            checker = self._checker()
+            plan = checker.plan(names)
+        except MlmakeError as exc:
+            return None, str(exc)
+        checker.hasher.cache.save()
+        return plan, None
 
     def env_change(self, name: str, old: str | None, new: str | None) -> str:
         """What changed in environment `name` from digest `old` (the lock's) to `new`: a
@@ -356,11 +386,11 @@ class Project:
         for runner in list(self._runners):
             runner.cancel_all()
 
-    def _build(self, names: set[str], requested: set[str], runner: Any, cap: Capacity,
+    def _build(self, names: set[str], requested: set[str], runner: Executor, cap: Capacity,
                jobs: int,
                keep_going: bool, forced: set[str], reporter: ev.Reporter, trigger: str,
-               build_id: str | None = None, link: Any = None, lean: bool = False
-               ) -> BuildResult:
+               build_id: str | None = None, link: Callable[..., BuildRemote] | None = None,
+               lean: bool = False) -> BuildResult:
         from mlmake import git
         from mlmake.build import BuildConfig, Builder, BuildParts, LockWriter
         from mlmake.scheduler import Scheduler
@@ -371,7 +401,7 @@ class Project:
         runs = self.runs_store
         commit = git.head_commit(self.root)
         order = self.graph.order(names)
-        runcache = self.runcache
+        runcache: Any = self.runcache  # the remote's session, when there is one, after it
         session = link(checker.store, runcache, reporter) if link else None
         if session is not None:  # the remote's run cache after the local one
             session.prefetch(lock.entries[n] for n in order if n in lock.entries)
@@ -380,8 +410,9 @@ class Project:
         if runner.name == "local":  # no Docker engine, no interpreter: exit 2, nothing runs
             from mlmake import envs  # (a Ray worker prepares envs on its own node)
 
-            envs.check([(n, self.pipeline.envs[self.graph.targets[n].env]) for n in order
-                        if n in lookahead.must_run and self.graph.targets[n].env])
+            envs.check([(n, self.pipeline.envs[env]) for n in order
+                        if n in lookahead.must_run
+                        and (env := self.graph.targets[n].env)])
         started = time.time()
         written = {os.path.relpath(self.lock_path, self.root)} | \
             {o for t in self.pipeline.targets.values() for o in t.all_outs} | \
@@ -459,6 +490,7 @@ class Project:
         except MlmakeError:
             return []
 
+    # -- triggered runs (what `mlmake serve` builds) -----------------------------------------
     def trigger(self, endpoint: str, params: dict[str, Any] | None = None,
                 rev: str | None = None, reporter: ev.Reporter | None = None) -> str:
         """Run a published endpoint as `mlmake serve` does for a REST call, synchronously in
@@ -470,13 +502,206 @@ class Project:
         succeeded or failed). A request the endpoint does not accept raises a UsageError
         naming the endpoint, param or rev, and nothing runs.
         """
-        from mlmake.serve.runs import Runner
+        request = self.check_trigger(endpoint, params, rev, "api")
+        self.record_trigger(request)
+        return self.build_at(request, reporter)
 
-        return Runner(self).run(endpoint, params, rev, trigger="api", reporter=reporter)
+    def check_trigger(self, endpoint: str, params: object = None, rev: object = None,
+                      trigger: str = "api",
+                      params_cache: dict[str, dict[str, Any]] | None = None) -> Request:
+        """Validate a run of `endpoint` (`params` to override, `rev` to build) without
+        recording or queueing it; mlmake.trigger.Rejected, a UsageError, names the first
+        problem. `params_cache` (commit → params, filled here) spares reading a commit's
+        params files again."""
+        from mlmake import git
+        from mlmake import trigger as trig
+
+        def values(commit: str) -> dict[str, Any]:
+            if params_cache is None:
+                return self.params_at(commit)
+            if commit not in params_cache:
+                params_cache[commit] = self.params_at(commit)
+            return params_cache[commit]
+
+        return trig.check(self.pipeline, endpoint, params, rev, trigger,
+                          lambda r: git.rev_sha(self.root, r), values)
+
+    def record_trigger(self, request: Request) -> None:
+        """Record a checked request as queued, so the run history lists it before it builds."""
+        from mlmake import trigger as trig
+
+        trig.record_queued(self.runs_store, request)
+
+    def build_at(self, request: Request, reporter: ev.Reporter | None = None,
+                 started: Callable[[Project], None] | None = None) -> str:
+        """Build a checked request in this thread: its commit checked out in a Git worktree
+        under .mlmake/worktrees/ID, its params written into the worktree's params files,
+        deps that Git does not track linked in from the work tree; the build shares this
+        project's store, run cache and run records, and the worktree is removed afterwards.
+        `started` receives the worktree's Project before it builds (its `cancel` stops it).
+
+        Returns the run id once the run has ended; its record says how. A failure that is an
+        MlmakeError is recorded on the run, never raised.
+        """
+        from mlmake import trigger as trig
+
+        def run(root: str) -> None:
+            wp = Project(root, os.path.basename(self.mlfile_path),
+                         shared_state=self.state_path())
+            trig.seed_stat_cache(self.state_path("statcache"), wp.state_path("statcache"))
+            if started is not None:
+                started(wp)
+            trig.link_untracked(wp.root, self.root, wp.graph, wp.select(request.targets))
+            wp.set_params(request.params)  # the command reads what the key covers
+            wp.run(request.targets, trigger=request.trigger, build_id=request.id,
+                   reporter=reporter)
+
+        trig.build(request, self.root, self.state_path(), self.runs_store, run)
+        return request.id
+
+    def recover_triggers(self) -> list[str]:
+        """Clean up after a service that died: remove its leftover worktrees and mark the
+        runs it had queued or was building as interrupted. Returns their ids."""
+        from mlmake import trigger as trig
+
+        return trig.recover(self.root, self.state_path(), self.runs_store)
+
+    def git_root(self) -> str:
+        """The top of the Git work tree holding the project; a UsageError outside Git."""
+        from mlmake import trigger as trig
+
+        return trig.repo_root(self.root)
+
+    # -- what commits and runs hold (read without checking anything out) -------------------
+    def commit_of(self, rev: str) -> str:
+        """The full sha of the commit `rev` names; GitError when none does."""
+        from mlmake import git
+
+        return git.rev_sha(self.root, rev)
+
+    def history(self, limit: int = 50) -> tuple[str | None, list[dict[str, Any]]]:
+        """The current branch (None when HEAD is detached) and its last `limit` commits
+        along first parents, newest first, each as {sha, subject, author, time}."""
+        from mlmake import git
+
+        return git.history(self.root, limit)
+
+    def lock_at(self, rev: str | None = None) -> Lock:
+        """The lock as committed at `rev` (empty when that commit has none; default: the
+        work tree's); GitError for an unknown rev."""
+        from mlmake.checkout import lock_at
+
+        return lock_at(self.root, self.lock_path, rev)[1]
+
+    def params_at(self, rev: str) -> dict[str, Any]:
+        """The flattened params (dotted key → value) as committed at `rev`: the params files
+        that the Mlfile names there (else the default files), read from Git objects."""
+        from mlmake import trigger as trig
+
+        return trig.params_at(self.root, os.path.basename(self.mlfile_path), rev)
+
+    def output(self, run_id: str, path: str) -> RunOutput:
+        """Where the exact bytes of `path` as run `run_id` produced it are in the object
+        store (a file), or what it holds (a directory out, or part of one). UsageError for
+        an unknown run or a path that no out of it holds; StoreError when the object is no
+        longer in the cache (or was corrupt, and is now taken out)."""
+        from mlmake import runoutput
+
+        build = self.runs_store.build(run_id)
+        if build is None:
+            raise UsageError(f"unknown run '{run_id}'.")
+        runoutput.normalize(path)
+        records: dict[str, OutRecord] = {}
+        for r in reversed(self.runs_store.runs(build=run_id, limit=100_000)):
+            for out, raw in (r.outs or {}).items():
+                try:
+                    records[out] = OutRecord.from_json(raw)
+                except (TypeError, ValueError):
+                    continue  # a record this mlmake cannot read names no bytes to serve
+        if build.get("commit"):  # targets that were up to date: their outs at the commit
+            names = set(build.get("targets") or [])
+            try:
+                entries = self.lock_at(build["commit"]).entries
+            except MlmakeError:
+                entries = {}
+            for name, e in entries.items():
+                if name in names:
+                    for out, rec in e.outs.items():
+                        records.setdefault(out, rec)
+        if self._output_store is None:
+            # no stat cache file, but one in memory for the Project's life: an object
+            # verified once is not hashed again each time it is served
+            self._output_store = Store(self.shared_path("cache"), self.root, StatCache(None))
+        return runoutput.find(self._output_store, records, path, run_id)
+
+    def metrics_files(self, kind: str = "metrics") -> list[str]:
+        """The files `metrics` compares: every target's metrics files, or (`kind` "params")
+        the params files."""
+        from mlmake import metrics
+
+        return metrics.files(self.pipeline, kind)
+
+    def metrics(self, revs: tuple[str, ...] | list[str] = (), kind: str = "metrics",
+                lenient: bool = False) -> list[Snapshot]:
+        """The metrics files of every target (or the params files: `kind` "params") at each
+        revision (default: the work tree only), read from Git objects; with `lenient` a file
+        that does not parse is absent, its error in `Snapshot.errors`."""
+        from mlmake import metrics
+
+        return metrics.show(self.root, self.metrics_files(kind), self._files_at, revs, lenient)
+
+    def metrics_diff(self, revs: tuple[str, ...] | list[str] = (), kind: str = "metrics",
+                     all_rows: bool = False) -> Diff:
+        """Compare the metrics (or params) files between two revisions: HEAD and the work
+        tree, REV and the work tree, or A and B (see mlmake.metrics.diff)."""
+        from mlmake import git, metrics
+
+        unborn = not revs and git.head_is_unborn(self.root)
+        return metrics.diff(self.root, self.metrics_files(kind), self._files_at, revs, kind,
+                            all_rows, unborn)
+
+    def _files_at(self, rev: str, paths: list[str]) -> tuple[str, dict[str, bytes | None]]:
+        from mlmake import git
+
+        return git.read_files_at(self.root, rev, paths)
+
+    def content(self) -> Callable[[tuple[str, ...] | list[str]], tuple[str | None, ...]]:
+        """A function giving the content hash of each of some paths (files, directories,
+        globs) in the work tree, None for an absent one; every call goes through one stat
+        cache kept in memory, so an unchanged tree costs one stat per file."""
+        stats = StatCache(None)
+
+        def hashes(paths: tuple[str, ...] | list[str]) -> tuple[str | None, ...]:
+            hasher = Hasher(self.root, stats)
+            return tuple(hasher.dep(p) for p in paths)
+        return hashes
+
+    def reloaded(self) -> Project:
+        """A new Project over the same Mlfile and state, which reads the Mlfile and params
+        files again (a long-lived server sees the work tree as it is now)."""
+        return Project(self.root, self.mlfile_path, shared_state=self.shared_state)
+
+    def secret(self, name: str) -> tuple[str, str]:
+        """A random token kept in .mlmake/`name` (mode 0600), made on first use; returns it
+        and the file's path."""
+        from mlmake.atomic import atomic_write
+
+        path = self.state_path(name)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                token = fh.read().strip()
+            if token:
+                os.chmod(path, 0o600)
+                return token, path
+        except FileNotFoundError:
+            pass
+        token = secrets.token_urlsafe(32)
+        atomic_write(path, token + "\n", 0o600)
+        return token, path
 
     # -- outputs of commits -----------------------------------------------------------------
     def checkout(self, rev: str | None = None, targets: tuple[str, ...] | list[str] = (),
-                 force: bool = False, metrics: bool = False) -> Any:
+                 force: bool = False, metrics: bool = False) -> CheckoutResult:
         """Restore the outputs recorded in `rev`'s lock (default: the work tree's lock)
         without touching tracked files; with `metrics`, also write the metrics files as
         committed at `rev` (result.metrics_written), so outs and metrics agree."""
@@ -513,7 +738,6 @@ class Project:
     def get_object(self, oid: str, dest: str) -> None:
         """Write the object `oid` (a file, or a directory by its tree hash) to `dest`: how a
         hand-edited out that a build replaced comes back."""
-        from mlmake.model import OutRecord
         from mlmake.store import MANIFEST_SUFFIX
 
         store = self.store()
@@ -556,7 +780,7 @@ class Project:
             self._update_gitignore()
         return changed
 
-    def gc(self, all_commits: bool = False, dry_run: bool = False) -> Any:
+    def gc(self, all_commits: bool = False, dry_run: bool = False) -> GcResult:
         """Remove cache objects that the work tree's lock (or any commit's) does not need."""
         from mlmake.gc import gc
 
@@ -566,7 +790,7 @@ class Project:
 
     # -- remote cache -----------------------------------------------------------------------
     def remote(self, name: str | None = None, jobs: int | None = None,
-               quick: bool = False) -> Any:
+               quick: bool = False) -> Remote | None:
         """The remote `name` (default: .mlmake/config.toml's, else [project] remote, else the
         only one defined) with this clone's overrides applied; None when none is defined."""
         from mlmake import config as user_config
@@ -581,14 +805,15 @@ class Project:
                       quick=quick, index_dir=os.path.join(self.shared_state or self.state_dir,
                                                           "remote-packs"))
 
-    def _needs_remote(self, name: str | None, jobs: int | None) -> Any:
+    def _needs_remote(self, name: str | None, jobs: int | None) -> Remote:
         r = self.remote(name, jobs)
         if r is None:
             raise UsageError("no remote configured: add a [remote.NAME] table with a url to the "
                              "Mlfile (and [project] remote = \"NAME\"), or pass -r NAME.")
         return r
 
-    def _remote_link(self, use_remote: bool, push: bool | None, name: str | None) -> Any:
+    def _remote_link(self, use_remote: bool, push: bool | None, name: str | None
+                     ) -> Callable[..., BuildRemote] | None:
         """How a build uses the remote: a factory of its BuildRemote, or None."""
         from functools import partial
 
@@ -610,7 +835,7 @@ class Project:
             return None
         return partial(BuildRemote, r, lookup=use_remote, push=bool(push))
 
-    def doctor(self, remote: str | None = None, check_remote: bool = True) -> Any:
+    def doctor(self, remote: str | None = None, check_remote: bool = True) -> DoctorReport:
         """Verify every object of the local cache and of the remote (`check_remote`), remove
         corrupt local objects and replace corrupt remote copies with good local ones; a
         `doctor.DoctorReport` says what was checked and repaired."""
@@ -627,7 +852,8 @@ class Project:
                     r.close()
 
     def push(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
-             jobs: int | None = None, all_commits: bool = False, callback: Any = None) -> Any:
+             jobs: int | None = None, all_commits: bool = False,
+             callback: Progress | None = None) -> PushResult:
         """Upload the objects that the selected targets' lock entries (of the work tree, or
         of every commit) reference, and their run-cache entries; only what the remote lacks
         moves. `callback` receives progress (mlmake.remote.Progress)."""
@@ -644,7 +870,7 @@ class Project:
             r.close()
 
     def _shared_entries(self, targets: tuple[str, ...] | list[str], all_commits: bool
-                        ) -> list[Any]:
+                        ) -> list[tuple[str, LockEntry]]:
         """(target, lock entry) pairs that push and pull move: `cache = false` targets
         keep nothing in the cache, so they are left out."""
         from mlmake.lockfile import lock_entries
@@ -655,7 +881,8 @@ class Project:
                 if n not in g.targets or g.targets[n].cache]
 
     def pull(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
-             jobs: int | None = None, all_commits: bool = False, callback: Any = None) -> Any:
+             jobs: int | None = None, all_commits: bool = False,
+             callback: Progress | None = None) -> PullResult:
         """Download what the selected targets' lock entries reference (verified, into the
         cache) with their run-cache entries, then restore the work tree's outs from the
         work tree's lock, like `checkout`."""
@@ -689,33 +916,53 @@ class Project:
         return init(dest, template)
 
     # -- git hooks --------------------------------------------------------------------------
-    def install_hooks(self) -> list[Any]:
+    def install_hooks(self) -> list[HookChange]:
         """Add mlmake to the repository's Git hooks, chained after existing ones; idempotent."""
         from mlmake import hooks
 
         return hooks.install(self.root, self.mlfile_path, hooks.wanted(self.pipeline))
 
-    def uninstall_hooks(self) -> list[Any]:
+    def uninstall_hooks(self) -> list[HookChange]:
         """Take mlmake out of the Git hooks, putting back the hooks that were there."""
         from mlmake import hooks
 
         return hooks.uninstall(self.root)
 
-    def hooks_status(self) -> list[Any]:
+    def hooks_status(self) -> list[HookState]:
         """Every Git hook mlmake knows: installed or not, and the actions it runs."""
         from mlmake import hooks
 
         return hooks.status(self.root, self.pipeline, self.mlfile_path)
 
-    def run_hook(self, name: str, args: tuple[str, ...] | list[str] = (), stdin: str = ""
-                 ) -> Any:
-        """Do what the [hooks] table maps Git hook `name` to (called by the hook scripts)."""
-        from mlmake import hooks
+    def run_hook(self, name: str, args: tuple[str, ...] | list[str] = (), stdin: str = "",
+                 timeout: float | None = None) -> HookResult:
+        """Do what the [hooks] table maps Git hook `name` to (called by the hook scripts),
+        within `timeout` seconds (default: $MLMAKE_HOOK_TIMEOUT or 60); see
+        mlmake.hookactions."""
+        from mlmake import hookactions
 
-        return hooks.run(self, name, tuple(args), stdin)
+        ctx = hookactions.HookContext(
+            root=self.root, mlfile_path=self.mlfile_path, lock_path=self.lock_path,
+            pipeline=lambda: self.pipeline, state_path=self.state_path, checkout=self.checkout,
+            status=self.status, push=lambda all_commits: self.push(all_commits=all_commits),
+            has_remote=self._has_remote,
+            managed=STATE_DIR in os.path.normpath(self.root).split(os.sep))
+        return hookactions.run(ctx, name, tuple(args), stdin, timeout)
+
+    def _has_remote(self) -> bool:
+        """Whether a remote is configured: in the Mlfile or this clone's .mlmake/config.toml
+        (a misconfigured one counts, so that a push says what is wrong)."""
+        try:
+            remote = self.remote(quick=True)
+        except MlmakeError:
+            return True
+        if remote is None:
+            return False
+        remote.close()
+        return True
 
     # -- environments -----------------------------------------------------------------------
-    def envs(self) -> Any:
+    def envs(self) -> EnvReport:
         """Every [env] of the Mlfile (kind, digest, where it lives, built or not, the targets
         using it) and the venvs and images that no target uses any more."""
         from mlmake.envs import inventory
@@ -728,7 +975,7 @@ class Project:
             checker.hasher.cache.save()
 
     def build_envs(self, names: tuple[str, ...] | list[str] = (),
-                   log: Any = None) -> list[Any]:
+                   log: Callable[[str, str], None] | None = None) -> list[EnvBuild]:
         """Build (or pull) the named environments now (default: all), so no run waits for
         them; `log(env, line)` receives the build output."""
         from mlmake.envs import inventory
@@ -740,7 +987,7 @@ class Project:
         finally:
             checker.hasher.cache.save()
 
-    def prune_envs(self, dry_run: bool = False) -> Any:
+    def prune_envs(self, dry_run: bool = False) -> PruneResult:
         """Remove the venvs and images that no target of the current Mlfile uses."""
         from mlmake.envs import inventory
 

@@ -109,9 +109,7 @@ def params_diff(g: Ctx, revs: tuple[str, ...], all_rows: bool, as_json: bool,
 
 # -- rendering -------------------------------------------------------------------------------
 def _show(g: Ctx, revs: tuple[str, ...], kind: str, as_json: bool, precision: int) -> int:
-    from mlmake import metrics
-
-    snaps = metrics.show(g.project(), revs, kind)
+    snaps = g.project().metrics(revs, kind)
     if as_json:
         _echo_json({s.rev: s.as_json() for s in snaps})
         return 0
@@ -134,9 +132,7 @@ def _show(g: Ctx, revs: tuple[str, ...], kind: str, as_json: bool, precision: in
 
 def _diff(g: Ctx, revs: tuple[str, ...], kind: str, all_rows: bool, as_json: bool,
           precision: int) -> int:
-    from mlmake import metrics
-
-    d = metrics.diff(g.project(), revs, kind, all_rows)
+    d = g.project().metrics_diff(revs, kind, all_rows)
     if as_json:
         _echo_json(d.as_json())
         return 0

@@ -9,7 +9,6 @@ import ipaddress
 import json
 import mimetypes
 import os
-import secrets
 import socket
 import time
 from contextlib import asynccontextmanager
@@ -46,20 +45,7 @@ def load_token(project: Project) -> tuple[str, str | None]:
     env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
         return env, None
-    path = project.state_path(TOKEN_FILE)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            token = fh.read().strip()
-        if token:
-            os.chmod(path, 0o600)
-            return token, path
-    except FileNotFoundError:
-        pass
-    token = secrets.token_urlsafe(32)
-    from mlmake.atomic import atomic_write
-
-    atomic_write(path, token + "\n", 0o600)
-    return token, path
+    return project.secret(TOKEN_FILE)
 
 
 class _Auth:

@@ -1,172 +1,39 @@
-"""Triggered runs: requests checked, queued, and built in isolated Git worktrees that share the
-project's object store, run cache and run records (never its work tree, index or lock)."""
+"""Triggered runs in the service: requests queued and built up to `jobs` at once (each by
+`Project.build_at`, in its own worktree), and their progress fanned out as events."""
 
 from __future__ import annotations
 
-import glob as globmod
-import os
-import secrets
-import shutil
+import sqlite3
 import sys
 import threading
+import traceback
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from mlmake import events as ev
-from mlmake.errors import GitError, MlmakeError, UsageError
-from mlmake.hashing import is_glob
+from mlmake.errors import MlmakeError, UsageError
 
 if TYPE_CHECKING:
-    from mlmake.project import Project
-
-WORKTREES = "worktrees"
-FINAL = ("succeeded", "failed", "interrupted")
+    from mlmake.project import Project, Request
 
 
 class BadRequest(UsageError):
-    """A trigger that cannot be queued: an unknown endpoint (404), or a param, value or rev
-    the endpoint does not accept (400). `detail` names what was wrong, for the JSON body."""
+    """A request the service cannot take: an unknown endpoint or run (404), a param, value,
+    rev or body the endpoint does not accept (400), or a stopping service (503). `detail`
+    names what was wrong, for the JSON body."""
 
     def __init__(self, message: str, status: int = 400, **detail: Any) -> None:
         super().__init__(message)
         self.status = status
         self.detail = detail
 
-
-@dataclass(frozen=True)
-class Request:
-    """A checked trigger: what to build (the endpoint's targets at `commit`) and how."""
-
-    id: str
-    endpoint: str
-    targets: tuple[str, ...]
-    params: dict[str, Any]
-    rev: str
-    commit: str
-    trigger: str
-    queued: float
-
-
-def new_run_id() -> str:
-    """An opaque, sortable run id (`20250101-120000-1a2b3c4d`), unique enough to name a
-    worktree directory."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(4)
-
-
-# -- checking a trigger ------------------------------------------------------------------------
-def check(project: Project, endpoint: str, params: Any = None, rev: Any = None,
-          trigger: str = "api", params_cache: dict[str, dict[str, Any]] | None = None
-          ) -> Request:
-    """Validate a trigger against the endpoint and the rev's params files; BadRequest names
-    the first problem. Nothing is recorded or queued here."""
-    from mlmake import git
-
-    spec = project.pipeline.endpoints.get(endpoint)
-    if spec is None:
-        known = sorted(project.pipeline.endpoints)
-        raise BadRequest(f"unknown endpoint '{endpoint}'; this project publishes "
-                         f"{', '.join(known) or 'none'}.", 404, endpoint=endpoint,
-                         endpoints=known)
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise BadRequest("\"params\" must be a JSON object of dotted param names to values.",
-                         field="params")
-    from mlmake.params import flatten
-
-    params = flatten(params)  # {"train": {"lr": 0.1}} means {"train.lr": 0.1}
-    if rev is None:
-        rev = spec.rev
-    if not isinstance(rev, str) or not rev.strip():
-        raise BadRequest("\"rev\" must be a branch, tag or commit name.", field="rev")
-    try:
-        commit = git.rev_sha(project.root, rev)
-    except GitError:
-        raise BadRequest(f"unknown rev '{rev}': no branch, tag or commit has that name.",
-                         rev=rev) from None
-    values: dict[str, Any] | None = None
-    for key, value in params.items():
-        if not any(key == a or key.startswith(a + ".") for a in spec.params):
-            raise BadRequest(f"param '{key}' is not allowed by endpoint '{endpoint}'; it "
-                             f"allows {', '.join(spec.params) or 'no params'}.", param=key,
-                             allowed=list(spec.params))
-        if values is None:
-            if params_cache is not None and commit in params_cache:
-                values = params_cache[commit]
-            else:
-                values = params_at(project, commit)
-                if params_cache is not None:
-                    params_cache[commit] = values
-        if key not in values:
-            if any(k.startswith(key + ".") for k in values):
-                raise BadRequest(f"param '{key}' is a table at rev '{rev}'; override its "
-                                 "keys one by one (e.g. train.lr).", param=key, rev=rev)
-            raise BadRequest(f"param '{key}' is not in the params files at rev '{rev}'.",
-                             param=key, rev=rev)
-        want, got = _kind(values[key]), _kind(value)
-        if got != want and not (want == "number" and got == "integer"):
-            raise BadRequest(f"param '{key}' must be {_article(want)}, like its value "
-                             f"{values[key]!r} at rev '{rev}', not {_article(got)}.",
-                             param=key, expected=want, got=got)
-    return Request(id=new_run_id(), endpoint=endpoint, targets=spec.targets,
-                   params=dict(params), rev=rev, commit=commit, trigger=trigger,
-                   queued=time.time())
-
-
-def params_at(project: Project, commit: str) -> dict[str, Any]:
-    """The flattened params (dotted key → value) of the project as committed at `commit`,
-    read from Git objects: the params files its Mlfile names there, merged in order."""
-    from mlmake import git, metrics
-    from mlmake import params as params_mod
-
-    mlfile = os.path.basename(project.mlfile_path)
-    _, blobs = git.read_files_at(project.root, commit, [mlfile])
-    files: list[str] = []
-    if blobs[mlfile] is not None:
-        try:
-            raw = params_mod.parse_toml(blobs[mlfile].decode("utf-8"), mlfile)
-        except (MlmakeError, UnicodeDecodeError):
-            raw = {}
-        named = raw.get("project", {}).get("params") if isinstance(raw.get("project"),
-                                                                     dict) else None
-        if isinstance(named, str):
-            files = [named]
-        elif isinstance(named, list):
-            files = [f for f in named if isinstance(f, str)]
-    if not files:
-        files = list(params_mod.DEFAULT_FILES)
-    _, data = git.read_files_at(project.root, commit, files)
-    merged: dict[str, Any] = {}
-    for f in files:
-        if data.get(f) is None:
-            continue
-        try:
-            merged.update(metrics.parse(data[f], f, commit))  # type: ignore[arg-type]
-        except MlmakeError:
-            continue
-    return merged
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "list"
-    if isinstance(v, dict):
-        return "table"
-    return "null" if v is None else type(v).__name__
-
-
-def _article(kind: str) -> str:
-    return {"integer": "an integer", "null": "null"}.get(kind, f"a {kind}")
+    @classmethod
+    def rejected(cls, exc: UsageError) -> BadRequest:
+        """The answer to a trigger that Project refused (mlmake.trigger.Rejected carries
+        its status and detail; any other UsageError is a 400)."""
+        return cls(exc.message, getattr(exc, "status", 400), **getattr(exc, "detail", {}))
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -210,7 +77,7 @@ class Active:
     executing right now."""
 
     request: Request
-    project: Any = None
+    project: Project | None = None
     running: set[str] = field(default_factory=set)
 
 
@@ -238,64 +105,47 @@ class _RunReporter:
 # -- the queue ---------------------------------------------------------------------------------
 class Runner:
     """Queues triggered runs and builds up to `jobs` of them at once, each in its own Git
-    worktree under .mlmake/worktrees/ID (removed afterwards).
+    worktree under .mlmake/worktrees/ID (removed afterwards). `describe(build)` turns a
+    run record into the `run` event published for it (the view GET /api/runs lists).
 
     Threading: `submit` may be called from any thread; builds run on a pool of `jobs`
     threads; `shutdown` cancels queued runs, stops running ones and waits for their cleanup.
     """
 
-    def __init__(self, project: Project, jobs: int = 1, hub: Hub | None = None) -> None:
-        from mlmake import git
-
+    def __init__(self, project: Project, jobs: int = 1, hub: Hub | None = None,
+                 describe: Callable[[dict[str, Any]], dict[str, Any]] = dict) -> None:
         self.project = project
         self.jobs = max(1, jobs)
         self.hub = hub or Hub()
-        self.repo_root = git.workdir(project.root)
-        if self.repo_root is None:
-            raise UsageError(f"'{project.root}' is not inside a Git repository; triggered "
-                             "runs build commits. Run `git init` and commit the project.")
-        self.state = project.state_path()
+        self.describe = describe
+        project.git_root()  # refused before serving outside Git: triggered runs build commits
         self.runs = project.runs_store  # one store: its SQLite connections are per thread
         self.active: dict[str, Active] = {}
         self._queued: dict[str, tuple[Request, Future[str]]] = {}
         self._lock = threading.Lock()
-        self._git_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
         self._params_cache: dict[str, dict[str, Any]] = {}
 
     def recover(self) -> list[str]:
-        """Clean up after a service that died: remove its leftover worktrees and mark the
-        runs it had queued or was building as interrupted. Returns their ids."""
-        from mlmake import git
-
-        runs = self.runs
-        found: list[str] = []
-        base = os.path.join(self.state, WORKTREES)
-        leftovers = sorted(os.listdir(base)) if os.path.isdir(base) else []
-        for name in leftovers:
-            git.remove_worktree(self.repo_root, os.path.join(base, name))  # type: ignore[arg-type]
-            b = runs.build(name)
-            if b is not None and b["status"] not in FINAL:
-                found.append(name)
-        for b in runs.builds(500):
-            if b["status"] == "queued":
-                found.append(b["id"])
-        for rid in dict.fromkeys(found):
-            runs.update_build(rid, status="interrupted", finished=time.time(),
-                              message="the service stopped before this run finished")
-        return found
+        """Clean up after a service that died (Project.recover_triggers); returns the ids
+        of the runs marked interrupted."""
+        return self.project.recover_triggers()
 
     # -- triggering ------------------------------------------------------------------------
-    def check(self, endpoint: str, params: Any = None, rev: Any = None,
+    def check(self, endpoint: str, params: object = None, rev: object = None,
               trigger: str = "api") -> Request:
         """Validate a trigger (BadRequest otherwise) without queueing it."""
-        return check(self.project, endpoint, params, rev, trigger, self._params_cache)
+        try:
+            return self.project.check_trigger(endpoint, params, rev, trigger,
+                                              self._params_cache)
+        except UsageError as exc:
+            raise BadRequest.rejected(exc) from None
 
     def param_values(self, commit: str) -> dict[str, Any]:
         """The flattened params at `commit` (cached per commit)."""
         if commit not in self._params_cache:
-            self._params_cache[commit] = params_at(self.project, commit)
+            self._params_cache[commit] = self.project.params_at(commit)
         return self._params_cache[commit]
 
     def submit(self, endpoint: str, params: Any = None, rev: Any = None,
@@ -305,11 +155,12 @@ class Runner:
         with self._lock:
             if self._stopping:
                 raise BadRequest("the service is stopping; no new runs are accepted.", 503)
-            self._record_queued(req)
+            self.project.record_trigger(req)
             self._announce(req.id, "queued")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="mlmake-run")
             fut = self._pool.submit(self._work, req)
+            fut.add_done_callback(_report_crash)
             self._queued[req.id] = (req, fut)
         return req
 
@@ -317,13 +168,8 @@ class Runner:
             reporter: ev.Reporter | None = None) -> str:
         """Check, record and build a run in this thread; returns its id when it has ended."""
         req = self.check(endpoint, params, rev, trigger)
-        self._record_queued(req)
+        self.project.record_trigger(req)
         return self.build(req, reporter)
-
-    def _record_queued(self, req: Request) -> None:
-        self.runs.start_build(
-            req.id, req.trigger, req.commit, req.queued, list(req.targets), "local",
-            params=req.params, endpoint=req.endpoint, status="queued")
 
     def _work(self, req: Request) -> str:
         with self._lock:
@@ -346,74 +192,48 @@ class Runner:
 
     # -- building --------------------------------------------------------------------------
     def build(self, req: Request, reporter: ev.Reporter | None = None) -> str:
-        """Build `req` in a fresh worktree (this thread), record how it ended, remove the
-        worktree. A failure of any kind is recorded on the run, never raised."""
-        from mlmake import git
-        from mlmake.project import Project
-
+        """Build `req` (this thread) through Project.build_at and announce how it ended. A
+        failure of any kind is recorded on the run, never raised."""
         active = Active(req)
         self.active[req.id] = active
-        runs = self.runs
-        runs.update_build(req.id, status="running", started=time.time())
-        self._announce(req.id, "running")
-        wt = os.path.join(self.state, WORKTREES, req.id)
         rep: ev.Reporter = _RunReporter(active, self.hub)
         if reporter is not None:
             rep = _Tee(rep, reporter)
-        try:
-            os.makedirs(os.path.dirname(wt), exist_ok=True)
-            with self._git_lock, self._worktree_lock():
-                git.add_worktree(self.repo_root, wt, req.commit)  # type: ignore[arg-type]
-            rel = os.path.relpath(self.project.root, self.repo_root)  # type: ignore[arg-type]
-            root = os.path.normpath(os.path.join(wt, rel))
-            wp = Project(root, os.path.basename(self.project.mlfile_path),
-                         shared_state=self.state)
-            _seed_stat_cache(self.project, wp)
-            active.project = wp
-            if self._stopping:
-                wp.cancel()
-            link_untracked(wp, self.project.root, req.targets)
-            wp.set_params(req.params)  # the command reads what the key covers
-            wp.run(req.targets, trigger=req.trigger, build_id=req.id, reporter=rep)
-        except MlmakeError as exc:
-            runs.update_build(req.id, status="failed", finished=time.time(), message=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a run's crash is recorded; the service goes on
-            runs.update_build(req.id, status="failed", finished=time.time(),
-                              message=f"internal error: {type(exc).__name__}: {exc}")
-            import traceback
 
-            traceback.print_exc(file=sys.stderr)
+        def started(worktree_project: Project) -> None:
+            active.project = worktree_project
+            if self._stopping:
+                worktree_project.cancel()
+            self._announce(req.id, "running")
+
+        failure: str | None = None
+        try:
+            self.project.build_at(req, rep, started)
+        except (MlmakeError, OSError, sqlite3.Error) as exc:  # the run failed, not the service
+            failure = f"{type(exc).__name__}: {exc}"
         finally:
-            with self._git_lock, self._worktree_lock():
-                git.remove_worktree(self.repo_root, wt)  # type: ignore[arg-type]
             self.active.pop(req.id, None)
-            b = runs.build(req.id) or {}
-            if b.get("status") not in FINAL:  # stopped before its build was recorded
-                runs.update_build(req.id, status="interrupted", finished=time.time(),
-                                  message="the service stopped before this run finished")
+            b = self.runs.build(req.id) or {}
+            if failure is not None or b.get("status") not in FINAL:
+                # a bug propagates (to the run's future, or the caller) after this: the
+                # record says how the run ended either way
+                self.runs.update_build(req.id, status="failed", finished=time.time(),
+                                       message=f"error: {failure}" if failure else
+                                       "internal error: the run stopped unexpectedly; the "
+                                       "service's output has the traceback")
             elif b.get("status") == "interrupted" and not b.get("message"):
-                runs.update_build(req.id, message="stopped: the service was shut down")
+                self.runs.update_build(req.id, message="stopped: the service was shut down")
             self._announce(req.id, None)
         return req.id
 
-    def _worktree_lock(self) -> Any:
-        """Git's worktree records are shared by every process on the repository (another
-        `mlmake serve`, `mlmake trigger`): add and remove one at a time across them."""
-        from mlmake.filelock import file_lock
-
-        os.makedirs(os.path.join(self.state, WORKTREES), exist_ok=True)
-        return file_lock(os.path.join(self.state, WORKTREES + ".lock"))
-
     def _announce(self, run_id: str, status: str | None) -> None:
         """Publish a `run` event: the run as GET /api/runs lists it."""
-        from mlmake.serve.views import run_entry
-
         b = self.runs.build(run_id)
         if b is None:
             return
         if status is not None:
             b["status"] = status
-        self.hub.publish("run", run_entry(self.project, b))
+        self.hub.publish("run", self.describe(b))
 
     # -- stopping --------------------------------------------------------------------------
     def shutdown(self, timeout: float = 30.0) -> None:
@@ -456,60 +276,12 @@ class _Tee:
             r.emit(event)
 
 
-# -- the worktree's inputs ---------------------------------------------------------------------
-def _seed_stat_cache(main: Project, wp: Project) -> None:
-    """Start the worktree's stat cache from the project's: files linked in from the work
-    tree keep their inode, size and mtime, so they are not hashed again."""
-    src = main.state_path("statcache")
-    if os.path.exists(src):
-        try:
-            shutil.copyfile(src, wp.state_path("statcache"))
-        except OSError:
-            pass
+FINAL = ("succeeded", "failed", "interrupted")
 
 
-def link_untracked(wp: Project, source_root: str, targets: tuple[str, ...]) -> list[str]:
-    """Symlink into the worktree the deps of the selected targets that the commit lacks and
-    no target produces, from the project's work tree (`source_root`). Returns what it linked."""
-    graph = wp.graph
-    outs = [o for t in graph.targets.values() for o in t.all_outs]
-    linked: list[str] = []
-
-    def inside_out(rel: str) -> bool:
-        return any(rel == o or rel.startswith(o + "/") for o in outs)
-
-    def link(rel: str) -> None:
-        if inside_out(rel):
-            return
-        src = os.path.join(source_root, rel)
-        dst = os.path.join(wp.root, rel)
-        if not os.path.lexists(src):
-            return
-        if not os.path.lexists(dst):
-            if os.path.isdir(src) and any(o.startswith(rel + "/") for o in outs):
-                os.makedirs(dst, exist_ok=True)  # holds an out: link file by file below
-            else:
-                os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-                os.symlink(src, dst)
-                linked.append(rel)
-                return
-        if os.path.isdir(src) and os.path.isdir(dst) and not os.path.islink(dst):
-            for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
-                sub = os.path.relpath(dirpath, source_root).replace(os.sep, "/")
-                dirnames[:] = [d for d in dirnames if not inside_out(f"{sub}/{d}")]
-                for f in filenames:
-                    r = f"{sub}/{f}"
-                    d = os.path.join(wp.root, r)
-                    if not os.path.lexists(d) and not inside_out(r):
-                        os.makedirs(os.path.dirname(d), exist_ok=True)
-                        os.symlink(os.path.join(source_root, r), d)
-                        linked.append(r)
-
-    for name in wp.select(targets):
-        for dep in graph.targets[name].deps:
-            if is_glob(dep):
-                for m in sorted(globmod.glob(dep, root_dir=source_root, recursive=True)):
-                    link(m.replace(os.sep, "/"))
-            else:
-                link(dep)
-    return linked
+def _report_crash(fut: Future[str]) -> None:
+    """A run that crashed on a bug: its traceback on the service's output (the run's record
+    already says it failed), and the service goes on with the next run."""
+    exc = None if fut.cancelled() else fut.exception()
+    if exc is not None:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)

@@ -67,13 +67,11 @@ class Schedules:
     def __init__(self, project: Project, submit: Submit,
                  pending: Callable[[str], bool] = lambda rid: False,
                  clock: Callable[[], float] = time.time) -> None:
-        from mlmake.hashing import StatCache
-
         self.project = project
         self.submit = submit
         self.pending = pending
         self.clock = clock
-        self._stats = StatCache(None)
+        self._hashes = project.content()  # one stat cache, kept in memory across checks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -96,18 +94,13 @@ class Schedules:
 
     # -- probes ----------------------------------------------------------------------------
     def _branch_sha(self, branch: str) -> str | None:
-        from mlmake import git
-
         try:
-            return git.rev_sha(self.project.root, branch)
+            return self.project.commit_of(branch)
         except MlmakeError:
             return None
 
     def _content(self, paths: tuple[str, ...]) -> tuple[str | None, ...]:
-        from mlmake.hashing import Hasher
-
-        hasher = Hasher(self.project.root, self._stats)
-        return tuple(hasher.dep(p) for p in paths)
+        return self._hashes(paths)
 
     # -- firing ----------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[str]:

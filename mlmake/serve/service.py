@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlmake.serve.runs import Hub, Runner
 from mlmake.serve.schedules import Schedules
+from mlmake.serve.views import run_entry
 
 if TYPE_CHECKING:
     from mlmake.project import Project
@@ -21,7 +22,7 @@ class Service:
     def __init__(self, project: Project, jobs: int = 1) -> None:
         self.project = project
         self.hub = Hub()
-        self.runner = Runner(project, jobs, self.hub)
+        self.runner = Runner(project, jobs, self.hub, lambda b: run_entry(project, b))
         self.schedules = Schedules(project, self._fire, self.runner.pending)
         self.stopping = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -51,8 +52,6 @@ class Service:
     def _watch_history(self) -> None:
         """Publish a `run` event for each run whose status changed in runs.db, so the page
         also sees runs started from the CLI."""
-        from mlmake.serve.views import run_entry
-
         while not self.stopping.wait(HISTORY_POLL):
             for b in self.runner.runs.builds(20):
                 if self._seen.get(b["id"]) == b["status"] or self.runner.pending(b["id"]):

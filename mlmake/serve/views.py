@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import posixpath
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlmake.errors import MlmakeError
+from mlmake.errors import MlmakeError, StoreError, UsageError
 from mlmake.serve.runs import BadRequest, Runner
 
 if TYPE_CHECKING:
-    from mlmake.project import Project
-    from mlmake.runs import RunRecord
+    from mlmake.project import Project, RunRecord
 
 COUNTS = ("ran", "reused", "uptodate", "failed", "blocked")
 _graph_lock = threading.Lock()
@@ -91,14 +89,14 @@ def run_detail(project: Project, run_id: str, runner: Runner | None = None
     lock = None
     targets = []
     for name in b.get("targets") or []:
-        r = by_target.get(name)
+        rec = by_target.get(name)
         item: dict[str, Any] = {"name": name}
-        if r is not None:
-            item.update(outcome=r.outcome, duration=round(r.duration, 3), started=r.started,
-                        exit_code=r.exit_code, message=r.message, source=r.source,
-                        key=r.key, outs=r.outs or {},
-                        log=bool(r.log) and os.path.exists(_log_path(project, run_id, name,
-                                                                      r)))
+        if rec is not None:
+            item.update(outcome=rec.outcome, duration=round(rec.duration, 3),
+                        started=rec.started, exit_code=rec.exit_code, message=rec.message,
+                        source=rec.source, key=rec.key, outs=rec.outs or {},
+                        log=bool(rec.log) and os.path.exists(_log_path(project, run_id, name,
+                                                                        rec)))
         else:
             if name in running:
                 outcome = "running"
@@ -125,12 +123,8 @@ def run_detail(project: Project, run_id: str, runner: Runner | None = None
 
 
 def _lock_at(project: Project, commit: str) -> dict[str, Any]:
-    from mlmake import git
-    from mlmake.lockfile import Lock
-
     try:
-        _, text = git.lock_text_at(project.root, project.lock_path, commit)
-        return dict(Lock.parse(text, project.lock_path).entries)
+        return dict(project.lock_at(commit).entries)
     except MlmakeError:
         return {}
 
@@ -180,78 +174,17 @@ def _read_text(path: str) -> str:
 def output(project: Project, run_id: str, path: str) -> dict[str, Any]:
     """Where the bytes of `path` as run `run_id` produced it are: {"object": file path in the
     store, "size"} for a file, {"listing": [...]} for a directory out (or part of one)."""
-    from mlmake.store import MANIFEST_SUFFIX
-
-    b = _build(project, run_id)
-    rel = posixpath.normpath(path.strip("/"))
-    if rel.startswith("..") or rel in ("", "."):
-        raise BadRequest(f"'{path}' is not an output path.", 404, path=path)
-    records: dict[str, dict[str, Any]] = {}
-    for r in reversed(project.runs_store.runs(build=run_id, limit=100_000)):
-        if r.outs:
-            records.update(r.outs)
-    if b.get("commit"):
-        names = set(b.get("targets") or [])
-        for name, e in _lock_at(project, b["commit"]).items():
-            if name in names:
-                for out, rec in e.outs.items():
-                    records.setdefault(out, rec.as_json())
-    store = _store(project)
-    for out, rec in records.items():
-        if rel != out and not rel.startswith(out + "/"):
-            continue
-        inner = "" if rel == out else rel[len(out) + 1:]
-        if rec.get("type") == "dir":
-            entries = store.manifest(rec["hash"])
-            if entries is None:
-                raise BadRequest(f"'{out}' of run '{run_id}' is no longer in the cache "
-                                 f"(object {rec['hash'][:12]}{MANIFEST_SUFFIX}).", 410,
-                                 path=rel)
-            exact = [e for e in entries if e.path == inner]
-            if exact:
-                return _object(store, exact[0].hash, rel)
-            below = [e for e in entries if not inner or e.path.startswith(inner + "/")]
-            if not below:
-                break
-            cut = len(inner) + 1 if inner else 0
-            return {"listing": [{"path": e.path[cut:], "hash": e.hash,
-                                 "size": _size(store, e.hash)} for e in below],
-                    "path": rel}
-        if inner:
-            break
-        return _object(store, rec["hash"], rel)
-    raise BadRequest(f"run '{run_id}' produced no output '{rel}'.", 404, run=run_id,
-                     path=rel)
-
-
-def _object(store: Any, oid: str, rel: str) -> dict[str, Any]:
-    from mlmake.errors import StoreError
-
+    _build(project, run_id)
     try:
-        st = store.verify(oid, rel)
-    except StoreError as exc:
-        raise BadRequest(str(exc), 410, path=rel) from None
-    return {"object": store.object_path(oid), "size": st.st_size, "path": rel}
-
-
-def _size(store: Any, oid: str) -> int | None:
-    try:
-        return os.path.getsize(store.object_path(oid))
-    except OSError:
-        return None
-
-
-_stores: dict[str, Any] = {}
-
-
-def _store(project: Project) -> Any:
-    from mlmake.hashing import StatCache
-    from mlmake.store import Store
-
-    path = project.shared_path("cache")
-    if path not in _stores:
-        _stores[path] = Store(path, project.root, StatCache(None))
-    return _stores[path]
+        found = project.output(run_id, path)
+    except StoreError as exc:  # no longer in the cache, or corrupt
+        raise BadRequest(str(exc), 410, path=path.strip("/")) from None
+    except UsageError as exc:
+        raise BadRequest(str(exc), 404, run=run_id, path=path.strip("/")) from None
+    if found.listing is not None:
+        return {"listing": [{"path": e.path, "hash": e.hash, "size": e.size}
+                            for e in found.listing], "path": found.path}
+    return {"object": found.object, "size": found.size, "path": found.path}
 
 
 # -- the graph ---------------------------------------------------------------------------------
@@ -259,21 +192,8 @@ def graph(project: Project, runner: Runner | None = None) -> dict[str, Any]:
     """drawing.graph_data of every target of the work tree's Mlfile, each node with its
     `state` (uptodate/stale, with reasons), `running` (and the ids of the runs building it)
     and its `last` recorded run."""
-    from mlmake import drawing
-    from mlmake.project import Project as P
-
-    p = P(project.root, os.path.basename(project.mlfile_path))
-    names = set(p.graph.targets)
-    error = None
-    plan = None
     with _graph_lock:  # one status at a time: they share the stat cache file
-        try:
-            checker = p._checker()
-            plan = checker.plan(names)
-            checker.hasher.cache.save()
-        except MlmakeError as exc:
-            error = str(exc)
-    data = drawing.graph_data(p.graph, names, plan)
+        data, error = project.reloaded().graph_status()
     running = runner.running_targets() if runner is not None else {}
     latest = project.runs_store.latest()
     for node in data["nodes"]:
@@ -293,59 +213,41 @@ def graph(project: Project, runner: Runner | None = None) -> dict[str, Any]:
 def metrics_history(project: Project, limit: int = 50) -> dict[str, Any]:
     """Metrics and params of the last `limit` commits of the current branch, oldest first,
     read from Git objects (nothing is checked out)."""
-    from mlmake import git, metrics
-    from mlmake.project import Project as P
-
-    p = P(project.root, os.path.basename(project.mlfile_path))
-    mfiles = metrics.files(p, "metrics")
-    pfiles = metrics.files(p, "params")
-    branch, commits = git.history(p.root, limit)
+    p = project.reloaded()
+    branch, commits = p.history(limit)
+    commits = list(reversed(commits))
+    shas = [c["sha"] for c in commits]
+    mfiles, pfiles = p.metrics_files("metrics"), p.metrics_files("params")
+    mets = p.metrics(shas, "metrics", lenient=True) if shas else []
+    pars = p.metrics(shas, "params", lenient=True) if shas else []
     out = []
     keys: dict[str, set[str]] = {f: set() for f in mfiles}
-    for c in reversed(commits):
-        _, blobs = git.read_files_at(p.root, c["sha"], mfiles + pfiles)
-        values: dict[str, Any] = {}
-        errors: dict[str, str] = {}
-        for f in mfiles:
-            values[f] = _parse(blobs.get(f), f, c["sha"], errors)
-            for k, v in (values[f] or {}).items():
+    for c, m, pa in zip(commits, mets, pars):
+        for f, values in m.files.items():
+            for k, v in (values or {}).items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     keys[f].add(k)
         params: dict[str, Any] = {}
-        for f in pfiles:
-            params.update(_parse(blobs.get(f), f, c["sha"], errors) or {})
+        for values in pa.files.values():
+            params.update(values or {})
         out.append({"sha": c["sha"], "short": c["sha"][:7], "subject": c["subject"],
                     "author": c["author"], "time": c["time"], "date": _iso(c["time"]),
-                    "metrics": values, "params": params, "errors": errors})
+                    "metrics": dict(m.files), "params": params,
+                    "errors": {**m.errors, **pa.errors}})
     return {"branch": branch, "metrics_files": mfiles, "params_files": pfiles,
             "keys": {f: sorted(k) for f, k in keys.items()}, "commits": out}
-
-
-def _parse(data: bytes | None, path: str, rev: str, errors: dict[str, str]
-           ) -> dict[str, Any] | None:
-    from mlmake import metrics
-
-    if data is None:
-        return None
-    try:
-        return metrics.parse(data, path, rev)
-    except MlmakeError as exc:
-        errors[path] = str(exc)
-        return None
 
 
 # -- endpoints ---------------------------------------------------------------------------------
 def endpoints(project: Project, runner: Runner) -> list[dict[str, Any]]:
     """The published endpoints with their allowed params and those params' values at the
     endpoint's default rev."""
-    from mlmake import git
-
     out = []
     for name, spec in project.pipeline.endpoints.items():
         values: dict[str, Any] = {}
         commit = None
         try:
-            commit = git.rev_sha(project.root, spec.rev)
+            commit = project.commit_of(spec.rev)
             flat = runner.param_values(commit)
             values = {k: v for k, v in flat.items()
                       if any(k == a or k.startswith(a + ".") for a in spec.params)}

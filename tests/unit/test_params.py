@@ -82,3 +82,41 @@ def test_toml_syntax_error_carries_line_and_column():
     assert (info.value.file, info.value.line) == ("params.toml", 2)
     assert info.value.column is not None
     assert "(at line" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, data, expected", [
+    ("p.toml", b"[train]\nlr = 0.1\n", {"train": {"lr": 0.1}}),
+    ("p.yaml", b"train:\n  lr: 0.1\n", {"train": {"lr": 0.1}}),
+    ("p.yml", b"", {}),
+    ("p.json", b'{"train": {"lr": 0.1}}', {"train": {"lr": 0.1}}),
+])
+def test_read_parses_bytes_by_extension(name: str, data: bytes, expected: dict):
+    assert params.read(data, name) == expected
+
+
+@pytest.mark.parametrize("name, data, line", [
+    ("p.toml", b"a = 1\nb = = 2\n", 2),
+    ("p.yaml", b"a: 1\nb: [1, 2\n", 3),
+    ("p.json", b'{"a": 1,\n "b": }', 2),
+])
+def test_read_names_file_line_and_column_of_bad_syntax(name: str, data: bytes, line: int):
+    with pytest.raises(MlfileError) as info:
+        params.read(data, name, f"{name} (at v1)")
+    assert (info.value.file, info.value.line) == (f"{name} (at v1)", line)
+    assert info.value.column is not None
+
+
+def test_read_refuses_bytes_that_are_not_utf8():
+    with pytest.raises(MlfileError, match="not UTF-8"):
+        params.read(b"\xff\xfe", "p.toml")
+
+
+def test_the_params_files_of_an_mlfile_text_need_no_files_on_disk(tmp_path: Path):
+    from mlmake import mlfile
+
+    text = '[project]\nparams = ["conf/a.yaml", "b.json"]\n[target.t]\ncmd = "true"\n'
+    path = str(tmp_path / "Mlfile")
+    assert mlfile.params_files(text, path) == ("conf/a.yaml", "b.json")
+    assert mlfile.params_files('[target.t]\ncmd = "true"\n', path) is None
+    with pytest.raises(MlfileError, match="list of strings"):
+        mlfile.params_files('[project]\nparams = "a.toml"\n', path)
