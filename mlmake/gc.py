@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlmake import git
+from mlmake import git, sources
 from mlmake.errors import MlmakeError, StoreError
 from mlmake.lockfile import Lock
 from mlmake.runs import RunStore
@@ -51,7 +51,7 @@ def gc(root: str, lock_path: str, store: Store, runcache: RunCache, all_commits:
     locks = [Lock.read(lock_path)]
     if all_commits:
         locks += [Lock.parse(text, name) for _, text in history]
-    records = [rec for lock in locks for e in lock.entries.values() for rec in e.outs.values()]
+    records = [rec for lock in locks for _, rec in sources.records(lock)]
     keep = referenced(store, records)
     result = GcResult(locks=len(locks))
     sizes: dict[str, int] = {}
@@ -121,6 +121,8 @@ def _name(gone: set[str], sizes: dict[str, int], store: Store, runcache: RunCach
         for target, e in lock.entries.items():
             for path, rec in e.outs.items():
                 claim(target, path, rec, sha)
+        for path, rec in lock.sources.items():
+            claim("(data)", path, rec, sha)
         if len(owner) == len(gone):
             break
     if len(owner) < len(gone):

@@ -55,6 +55,7 @@ class Lock:
     path: str
     entries: dict[str, LockEntry] = field(default_factory=dict)
     _written: str = ""
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # mlmake.sources
 
     @classmethod
     def read(cls, path: str) -> "Lock":
@@ -95,7 +96,12 @@ class Lock:
                               "(`git checkout -- Mlfile.lock`) or delete it to rebuild.", name,
                               _line_of(text, where))
         entries = {k: LockEntry.from_json(v) for k, v in targets.items()}
-        return cls(path, entries, text)
+        sources = data.get("sources", {})
+        problem = _check_sources(sources)
+        if problem is not None:
+            raise MlfileError(f"the lock file is malformed: {problem}. Restore it from Git "
+                              "(`git checkout -- Mlfile.lock`).", name)
+        return cls(path, entries, text, {k: dict(v) for k, v in sources.items()})
 
     def render(self, keep: set[str] | None = None) -> str:
         """The file's text: `json.dumps(..., indent=2, sort_keys=True)` byte for byte, built
@@ -113,7 +119,12 @@ class Lock:
                 cache[name] = hit
             parts.append("    " + hit[1])
         targets = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
-        return f'{{\n  "targets": {targets},\n  "version": {LOCK_FORMAT}\n}}\n'
+        sources = "".join(  # one line per data source, so a new version is a one-line diff
+            ("{\n" if i == 0 else ",\n") + "    " + json.dumps(p, ensure_ascii=False) + ": "
+            + json.dumps(r, sort_keys=True, ensure_ascii=False)
+            for i, (p, r) in enumerate(sorted(self.sources.items())))
+        sources = f'  "sources": {sources}\n  }},\n' if sources else ""
+        return f'{{\n{sources}  "targets": {targets},\n  "version": {LOCK_FORMAT}\n}}\n'
 
     def write(self, keep: set[str] | None = None) -> bool:
         """Write atomically (temp file + rename) when the content changed; True if written.
@@ -178,6 +189,18 @@ def _check_targets(targets: Any) -> tuple[list[str], str] | None:
                     return [name, "outs", out, f], (
                         f"the {f} of out '{out}' of target '{name}' is {kind(v)}, not an "
                         "integer")
+    return None
+
+
+def _check_sources(sources: Any) -> str | None:
+    """What is wrong with the lock's data sources (path → out record), or None."""
+    if not isinstance(sources, dict):
+        return "\"sources\" is not an object"
+    for path, rec in sources.items():
+        if not isinstance(rec, dict) or not isinstance(rec.get("hash"), str):
+            return f"data source '{path}' has no string \"hash\""
+        if rec.get("type", "file") not in ("file", "dir"):
+            return f"the type of data source '{path}' is not \"file\" or \"dir\""
     return None
 
 
