@@ -189,7 +189,7 @@ class Project:
         absent: list[str] = []
         for rel in (os.path.relpath(self.lock_path, self.root), *DEFAULT_FILES):
             (files if os.path.exists(os.path.join(self.root, rel)) else absent).append(rel)
-        trees: list[str] = self._source_paths()  # a source no target reads can change too
+        trees: list[str] = self.source_paths()  # a source no target reads can change too
         globs: dict[str, list[str]] = {}
         import glob as globmod
 
@@ -438,7 +438,7 @@ class Project:
 
     def _update_gitignore(self) -> None:
         outs = [o for t in self.pipeline.targets.values() for o in t.cached_outs]
-        gitignore.update(self.root, outs + self._source_paths())
+        gitignore.update(self.root, outs + self.source_paths())
 
     @contextmanager
     def _project_lock(self, wait: bool, reporter: ev.Reporter) -> Iterator[None]:
@@ -685,7 +685,7 @@ class Project:
                 recorded = {n for n in Lock.read(self.lock_path).entries
                             if n not in self.graph.targets or self.graph.targets[n].cache}
                 chosen = recorded if names is None else names & recorded
-                if chosen or (names is None and self._source_paths()):
+                if chosen or (names is None and self.source_paths()):
                     result.checkout = checkout(self.root, self.lock_path, None, checker.store,
                                                checker.hasher, chosen, False,
                                                data=names is None)
@@ -734,7 +734,8 @@ class Project:
             finally:
                 store.stats.save()
 
-    def _source_paths(self) -> list[str]:
+    def source_paths(self) -> list[str]:
+        """The paths of the data sources this checkout's lock records."""
         from mlmake import sources
 
         try:

@@ -473,6 +473,7 @@ def link_untracked(wp: Project, source_root: str, targets: tuple[str, ...]) -> l
     no target produces, from the project's work tree (`source_root`). Returns what it linked."""
     graph = wp.graph
     outs = [o for t in graph.targets.values() for o in t.all_outs]
+    outs += wp.source_paths()  # the rev's data sources come from the cache, not the work tree
     linked: list[str] = []
 
     def inside_out(rel: str) -> bool:

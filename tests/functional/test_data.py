@@ -261,3 +261,37 @@ def test_a_directory_import_from_s3(repo, s3):
     assert _raw(repo) == {os.path.basename(k): v for k, v in RAW.items()}
     assert _sources(repo)["data/raw"]["version"].startswith("tree:")
     assert repo.mlmake().code == 0 and repo.read("count.txt").strip() == "3"
+
+
+# -- hooks and served runs ------------------------------------------------------------------------
+def test_git_checkout_with_hooks_brings_back_that_commits_data(tracked):
+    r = tracked.mlmake("hooks", "install")
+    assert r.code == 0, r.text
+    _replace(tracked, "data/raw/f3.txt", "three\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    assert tracked.mlmake().code == 0
+    tracked.commit("v2")
+    tracked.git("checkout", "-q", "HEAD~1")
+    assert _raw(tracked)["f3.txt"] == "row 3\n"
+    assert tracked.mlmake("status").code == 0
+    tracked.git("checkout", "-q", "main")
+    assert _raw(tracked)["f3.txt"] == "three\n"
+
+
+def test_a_served_run_of_an_old_rev_uses_that_revs_data(tracked):
+    from mlmake.project import Project
+
+    tracked.write({"Mlfile": tracked.read("Mlfile") + '\n[endpoint.count]\ntargets = ["count"]\n'})
+    assert tracked.mlmake().code == 0
+    tracked.commit("endpoint")
+    v1_count = json.loads(tracked.read("Mlfile.lock"))["targets"]["count"]["outs"]["summary.txt"]
+    _replace(tracked, "data/raw/f1.txt", "changed\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    assert tracked.mlmake().code == 0
+    tracked.commit("v2")
+    project = Project(str(tracked.path))
+    run_id = project.trigger("count", rev="HEAD~1")
+    assert project.runs_store.build(run_id)["status"] == "succeeded"
+    rec = next(r for r in project.runs("count", 50) if r.build == run_id)
+    assert rec.outs is not None and rec.outs["summary.txt"]["hash"] == v1_count["hash"]
+    assert _raw(tracked)["f1.txt"] == "changed\n"  # the work tree is not touched
