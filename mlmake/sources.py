@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from mlmake.errors import RemoteError, StoreError, UsageError
 from mlmake.hashing import Hasher, StatCache, is_glob
@@ -133,8 +134,8 @@ def _store(root: str, rel: str, store: Store, hasher: Hasher, old: dict[str, Any
     full = os.path.join(root, rel)
     st = os.stat(full)
     if stat_mod.S_ISDIR(st.st_mode):
-        digest = hasher.tree(rel)[0]  # the stat-signature fast path
-        if old is not None and old["hash"] == digest and store.has(digest + MANIFEST_SUFFIX):
+        if old is not None and old["hash"] == hasher.tree(rel)[0] \
+                and store.has(old["hash"] + MANIFEST_SUFFIX):  # the stat-signature fast path
             return out_part(old), False
         digest, entries = hasher.tree(rel, manifest=True)
         size = sum(os.path.getsize(os.path.join(full, e.path)) for e in entries)
@@ -479,11 +480,11 @@ def _download(root: str, store: Store, url: str, rel: str, options: dict[str, An
                           "credentials).") from None
     except errors as exc:
         raise RemoteError(f"cannot read {url}: {scrub(str(exc), options.items())}") from None
-    if old is not None and version is not None and old.get("version") == version:
-        if not _missing(store, old):
-            if not os.path.lexists(os.path.join(root, rel)):
-                store.restore(rel, out_part(old))
-            return old
+    if old is not None and version is not None and old.get("version") == version \
+            and not _missing(store, old):
+        if not os.path.lexists(os.path.join(root, rel)):
+            store.restore(rel, out_part(old))
+        return old
     staging = os.path.join(os.path.dirname(store.path), "tmp", f"import-{os.getpid()}")
     remove_path(staging)
     os.makedirs(staging, exist_ok=True)

@@ -8,7 +8,6 @@ import os
 from typing import Any
 
 import pytest
-
 from conftest import Repo
 from test_remote import RemoteStore, clone, remote, with_remote  # noqa: F401 (fixture)
 
