@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from mlmake import git
+from mlmake import git, sources
 from mlmake.errors import GitError, StoreError, UsageError
 from mlmake.hashing import Hasher
 from mlmake.lockfile import Lock
@@ -48,14 +48,15 @@ def lock_at(root: str, lock_path: str, rev: str | None) -> tuple[str, Lock]:
 
 
 def checkout(root: str, lock_path: str, rev: str | None, store: Store, hasher: Hasher,
-             targets: set[str] | None, force: bool, upstream: set[str] | None = None
-             ) -> CheckoutResult:
+             targets: set[str] | None, force: bool, upstream: set[str] | None = None,
+             data: bool = False) -> CheckoutResult:
     """Restore the cached outs recorded in `rev`'s lock; tracked files are never touched.
 
     An out is replaced only when it is missing or its content is in the cache (so nothing
     is lost); anything else is a user edit and refuses the whole checkout (unless `force`)
     before a single file changes. `upstream`: names whose outs come along with `targets`
-    where `rev` records them (the targets' upstreams in the current Mlfile).
+    where `rev` records them (the targets' upstreams in the current Mlfile). The data
+    sources `rev` records come along when no targets are named, or with `data`.
     """
     sha, old = lock_at(root, lock_path, rev)
     wanted = None if targets is None else targets | (upstream or set())
@@ -70,8 +71,11 @@ def checkout(root: str, lock_path: str, rev: str | None, store: Store, hasher: H
     result = CheckoutResult(sha)
     todo: list[tuple[str, OutRecord]] = []
     modified: list[str] = []
-    for entry in chosen.values():
-        for out, rec in sorted(entry.outs.items()):
+    groups = [entry.outs for entry in chosen.values()]
+    if targets is None or data:
+        groups.append(sources.out_records(old))
+    for outs in groups:
+        for out, rec in sorted(outs.items()):
             if rec.metric:
                 result.metrics.append(out)
                 continue  # committed to Git: git checkout owns it
@@ -145,8 +149,8 @@ def get(root: str, lock_path: str, rev: str, path: str, dest: str, store: Store)
     "cache" for a recorded out, "git" for a tracked file."""
     rel = os.path.normpath(path).replace(os.sep, "/").rstrip("/")
     sha, old = lock_at(root, lock_path, rev)
-    for entry in old.entries.values():
-        for out, rec in entry.outs.items():
+    for outs in [e.outs for e in old.entries.values()] + [sources.out_records(old)]:
+        for out, rec in outs.items():
             if rel == out or rel.startswith(out + "/"):
                 if rec.metric:
                     break

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from mlmake import git
+from mlmake import git, sources
 from mlmake.errors import MlmakeError, StoreError
 from mlmake.lockfile import Lock
 from mlmake.model import OutRecord
@@ -50,7 +50,7 @@ def gc(root: str, lock_path: str, store: Store, runcache: RunCache, all_commits:
     locks = [Lock.read(lock_path)]
     if history is not None:
         locks += [Lock.parse(text, name) for _, text in history]
-    records = [rec for lock in locks for e in lock.entries.values() for rec in e.outs.values()]
+    records = [rec for lock in locks for _, rec in sources.records(lock)]
     keep = referenced(store, records)
     result = GcResult(locks=len(locks))
     sizes: dict[str, int] = {}
@@ -111,6 +111,8 @@ def _name(gone: set[str], sizes: dict[str, int], store: Store, runcache: RunCach
         for target, e in lock.entries.items():
             for path, rec in e.outs.items():
                 claim(target, path, rec, sha)
+        for path, src in lock.sources.items():
+            claim("(data)", path, src.out, sha)
         if len(owner) == len(gone):
             break
     if len(owner) < len(gone):

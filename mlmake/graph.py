@@ -7,6 +7,7 @@ import graphlib
 import os
 import posixpath
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from mlmake.errors import CycleError, MissingInputError, UsageError, did_you_mean
 from mlmake.hashing import is_glob
@@ -186,12 +187,17 @@ class Graph:
             raise UsageError(f"no target named '{name}' and no target produces it.{hint}")
         return out
 
-    def check_inputs(self, names: set[str], root: str, mlfile: str) -> None:
-        """Every dep of `names` that no target produces must exist; else MissingInputError."""
+    def check_inputs(self, names: set[str], root: str, mlfile: str,
+                     tracked: Iterable[str] = ()) -> None:
+        """Every dep of `names` that no target produces must exist, unless it lies in a
+        `tracked` data source (which a build links from the cache); else MissingInputError."""
+        tracked = tuple(tracked)
         for n in self.order(names):
             t = self.targets[n]
             for dep in t.deps:
                 if self.dep_producers.get((n, dep)):
+                    continue
+                if any(dep == s or dep.startswith(s + "/") for s in tracked):
                     continue
                 if is_glob(dep):
                     import glob as globmod

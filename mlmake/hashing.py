@@ -55,6 +55,10 @@ def hash_file(path: str) -> str:
     return h.hexdigest()
 
 
+def _hash_files(paths: list[str]) -> list[str]:
+    return [hash_file(p) for p in paths]
+
+
 def tree_digest(entries: Iterable[Entry]) -> str:
     """Hash of a directory manifest: sorted (path, hash, exec) lines under a versioned tag."""
     parts = [b"mlmake/tree\x00%d\n" % TREE_FORMAT]
@@ -385,8 +389,13 @@ class Hasher:
             paths = [self.abspath(p) for _, p, _ in todo]
             if size >= _PARALLEL_BYTES and len(todo) > 1:
                 workers = min(8, (os.cpu_count() or 2) * 2)
+                # batches, not one task per file: a thread hand-off costs about what
+                # hashing a 100 KB file does
+                step = max(1, min(256, len(paths) // (workers * 4)))
                 with ThreadPoolExecutor(workers) as pool:
-                    results = list(pool.map(hash_file, paths))
+                    results = [d for batch in pool.map(
+                        _hash_files, [paths[i:i + step] for i in range(0, len(paths), step)])
+                        for d in batch]
             else:
                 results = [hash_file(p) for p in paths]
             for (i, p, st), d in zip(todo, results, strict=True):

@@ -9,7 +9,7 @@ from typing import Any
 
 from mlmake.atomic import atomic_write
 from mlmake.errors import MlfileError
-from mlmake.model import OUT_KINDS, OutRecord, outs_json
+from mlmake.model import OUT_KINDS, OutRecord, SourceRecord, outs_json
 
 LOCK_FORMAT = 1
 
@@ -57,6 +57,7 @@ class Lock:
     path: str
     entries: dict[str, LockEntry] = field(default_factory=dict)
     _written: str = ""
+    sources: dict[str, SourceRecord] = field(default_factory=dict)  # data: mlmake.sources
 
     @classmethod
     def read(cls, path: str) -> "Lock":
@@ -97,7 +98,13 @@ class Lock:
                               "(`git checkout -- Mlfile.lock`) or delete it to rebuild.", name,
                               _line_of(text, where))
         entries = {k: LockEntry.from_json(v) for k, v in targets.items()}
-        return cls(path, entries, text)
+        sources = data.get("sources", {})
+        bad = _check_sources(sources)
+        if bad is not None:
+            raise MlfileError(f"the lock file is malformed: {bad}. Restore it from Git "
+                              "(`git checkout -- Mlfile.lock`).", name)
+        return cls(path, entries, text,
+                   {k: SourceRecord.from_json(v) for k, v in sources.items()})
 
     def render(self, keep: set[str] | None = None) -> str:
         """The file's text: `json.dumps(..., indent=2, sort_keys=True)` byte for byte, built
@@ -115,7 +122,12 @@ class Lock:
                 cache[name] = hit
             parts.append("    " + hit[1])
         targets = "{\n" + ",\n".join(parts) + "\n  }" if parts else "{}"
-        return f'{{\n  "targets": {targets},\n  "version": {LOCK_FORMAT}\n}}\n'
+        sources = "".join(  # one line per data source, so a new version is a one-line diff
+            ("{\n" if i == 0 else ",\n") + "    " + json.dumps(p, ensure_ascii=False) + ": "
+            + json.dumps(r.as_json(), sort_keys=True, ensure_ascii=False)
+            for i, (p, r) in enumerate(sorted(self.sources.items())))
+        sources = f'  "sources": {sources}\n  }},\n' if sources else ""
+        return f'{{\n{sources}  "targets": {targets},\n  "version": {LOCK_FORMAT}\n}}\n'
 
     def write(self, keep: set[str] | None = None) -> bool:
         """Write atomically (temp file + rename) when the content changed; True if written.
@@ -203,6 +215,18 @@ def _check_targets(targets: Any) -> tuple[list[str], str] | None:
                     return [name, "outs", out, f], (
                         f"the {f} of out '{out}' of target '{name}' is {kind(v)}, not an "
                         "integer")
+    return None
+
+
+def _check_sources(sources: Any) -> str | None:
+    """What is wrong with the lock's data sources (path → source record), or None."""
+    if not isinstance(sources, dict):
+        return "\"sources\" is not an object"
+    for path, rec in sources.items():
+        try:
+            SourceRecord.from_json(rec)
+        except (TypeError, ValueError) as exc:
+            return f"data source '{path}': {exc}"
     return None
 
 

@@ -225,6 +225,59 @@ class OutRecord:
         return d
 
 
+ORIGIN_FIELDS = ("url", "version", "options")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A data source as Mlfile.lock records it: the out record of its content (stored and
+    linked like a target's out) and, for imported data, where it came from: the URL, the
+    version the origin reported (ETag, version id or content hash) and the filesystem
+    options (never secrets: credentials come from the environment)."""
+
+    out: OutRecord
+    url: str | None = None
+    version: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def hash(self) -> str:
+        return self.out.hash
+
+    @property
+    def is_dir(self) -> bool:
+        return self.out.is_dir
+
+    @property
+    def imported(self) -> bool:
+        return self.url is not None
+
+    @classmethod
+    def from_json(cls, d: Any) -> SourceRecord:
+        """Read the stored form; TypeError or ValueError when it is not a source record."""
+        if not isinstance(d, dict):
+            raise TypeError("a data source record is an object")
+        out = OutRecord.from_json({k: v for k, v in d.items() if k not in ORIGIN_FIELDS})
+        url, version, options = d.get("url"), d.get("version"), d.get("options", {})
+        if url is not None and not isinstance(url, str):
+            raise ValueError("a data source's \"url\" is a string")
+        if not isinstance(options, dict):
+            raise ValueError("a data source's \"options\" is an object")
+        return cls(out, url, None if version is None else str(version),
+                   tuple(sorted(options.items())))
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored form: the out record's keys, then the origin's."""
+        d = self.out.as_json()
+        if self.url is not None:
+            d["url"] = self.url
+        if self.version is not None:
+            d["version"] = self.version
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
+
+
 def outs_json(outs: dict[str, OutRecord]) -> dict[str, dict[str, Any]]:
     """The stored form of a target's out records (path → record)."""
     return {path: rec.as_json() for path, rec in outs.items()}

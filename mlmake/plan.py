@@ -69,6 +69,7 @@ class Plan:
     lean: bool = False
     actions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # imports that could not be followed
+    data: list[Any] = field(default_factory=list)  # sources.DataChange: data not as recorded
 
     @property
     def stale(self) -> list[str]:

@@ -19,7 +19,7 @@ from mlmake.executors.base import check_fits
 from mlmake.graph import Graph
 from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
-from mlmake.model import OutRecord, Outcome, Pipeline
+from mlmake.model import OutRecord, Outcome, Pipeline, SourceRecord
 from mlmake.plan import Checker, Plan
 from mlmake.runcache import RunCache
 from mlmake.runs import RunRecord, RunStore
@@ -179,10 +179,13 @@ class Project:
         [project] materialize = "requested"): outs that nothing needs may be absent."""
         requested = self.requested(targets)
         names = self.graph.upstream_closure(requested)
-        self.graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path))
+        lock = Lock.read(self.lock_path)
+        self.graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path),
+                                lock.sources)
         self._check_fits(names, None)
-        checker = self._checker()
+        checker = self._checker(lock)
         plan = checker.plan(names, requested=requested, lean=self._lean(lean))
+        plan.data = self._data_changes(lock, checker)
         checker.hasher.cache.save()
         if not targets:
             self._record_noop(plan, ("status", "--lean") if lean else ("status",))
@@ -195,13 +198,13 @@ class Project:
         from mlmake.hashing import is_glob
         from mlmake.params import DEFAULT_FILES
 
-        if plan.stale or plan.not_materialized:
+        if plan.stale or plan.not_materialized or plan.data:
             return noop.forget(self.root)
         files = [os.path.relpath(self.mlfile_path, self.root), *self.pipeline.params_files]
         absent: list[str] = []
         for rel in (os.path.relpath(self.lock_path, self.root), *DEFAULT_FILES):
             (files if os.path.exists(os.path.join(self.root, rel)) else absent).append(rel)
-        trees: list[str] = []
+        trees: list[str] = self.source_paths()  # a source no target reads can change too
         globs: dict[str, list[str]] = {}
         import glob as globmod
 
@@ -301,7 +304,9 @@ class Project:
         pipeline, graph = self.pipeline, self.graph
         requested = self.requested(targets)
         names = graph.upstream_closure(requested)
-        graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path))
+        tracked = self._link_sources(names, use_remote and not dry_run, remote, wait,
+                                     restore=not dry_run)
+        graph.check_inputs(names, self.root, os.path.basename(self.mlfile_path), tracked)
         forced = set(requested) if force_only else set(names) if force else set()
         lean = self._lean(lean)
         if dry_run:
@@ -466,7 +471,7 @@ class Project:
 
     def _update_gitignore(self) -> None:
         outs = [o for t in self.pipeline.targets.values() for o in t.cached_outs]
-        gitignore.update(self.root, outs)
+        gitignore.update(self.root, outs + self.source_paths())
 
     @contextmanager
     def _project_lock(self, wait: bool, reporter: ev.Reporter) -> Iterator[None]:
@@ -551,7 +556,8 @@ class Project:
             trig.seed_stat_cache(self.state_path("statcache"), wp.state_path("statcache"))
             if started is not None:
                 started(wp)
-            trig.link_untracked(wp.root, self.root, wp.graph, wp.select(request.targets))
+            trig.link_untracked(wp.root, self.root, wp.graph, wp.select(request.targets),
+                                wp.source_paths())
             wp.set_params(request.params)  # the command reads what the key covers
             wp.run(request.targets, trigger=request.trigger, build_id=request.id,
                    reporter=reporter)
@@ -864,8 +870,15 @@ class Project:
             # it writes the local run cache too: as the lock's holder, so that a push killed
             # mid-write has its temporary files swept by the next run, like a build's
             with self._project_lock(True, ev.NullReporter()):
-                return push(r, self.store(), self.runcache,
-                            self._shared_entries(targets, all_commits), callback)
+                store = self.store()
+                result = push(r, store, self.runcache,
+                              self._shared_entries(targets, all_commits), callback)
+                if not targets:
+                    from mlmake import sources
+
+                    sources.push(r, store, sources.source_records(
+                        self.lock_path, all_commits, self.root), result, callback)
+                return result
         finally:
             r.close()
 
@@ -896,16 +909,107 @@ class Project:
                 checker = self._checker()
                 result = pull(r, checker.store, self.runcache,
                               self._shared_entries(targets, all_commits), callback)
+                if names is None:
+                    from mlmake import sources
+
+                    sources.pull(r, checker.store, sources.source_records(
+                        self.lock_path, all_commits, self.root), result, callback)
                 recorded = {n for n in Lock.read(self.lock_path).entries
                             if n not in self.graph.targets or self.graph.targets[n].cache}
                 chosen = recorded if names is None else names & recorded
-                if chosen:
+                if chosen or (names is None and self.source_paths()):
                     result.checkout = checkout(self.root, self.lock_path, None, checker.store,
-                                               checker.hasher, chosen, False)
+                                               checker.hasher, chosen, False,
+                                               data=names is None)
                 checker.hasher.cache.save()
             return result
         finally:
             r.close()
+
+    # -- data sources -----------------------------------------------------------------------
+    def add(self, paths: tuple[str, ...] | list[str]) -> list[Any]:
+        """Track files or directories as data sources: stored by hash, linked back read-only,
+        Git-ignored and recorded in the lock (mlmake.sources.Added per path)."""
+        from mlmake import sources
+
+        with self._project_lock(True, ev.NullReporter()):
+            stats = StatCache(self.state_path("statcache"))
+            try:
+                return sources.add(self.root, self.lock_path, self.store(stats),
+                                   Hasher(self.root, stats), paths, self._all_outs())
+            finally:
+                stats.save()
+                self._update_gitignore()
+
+    def import_data(self, url: str, path: str, options: dict[str, Any] | None = None) -> Any:
+        """Download `url` (a path outside the project or any fsspec URL) to `path` and track
+        it as a data source with its URL and the version seen (sources.Imported)."""
+        from mlmake import sources
+
+        with self._project_lock(True, ev.NullReporter()):
+            store = self.store()
+            try:
+                return sources.import_url(self.root, self.lock_path, store, url, path,
+                                          dict(options or {}), self._all_outs())
+            finally:
+                store.stats.save()
+                self._update_gitignore()
+
+    def update_data(self, paths: tuple[str, ...] | list[str] = ()) -> list[Any]:
+        """Ask the origin of imported sources (default: all) for a new version and record it."""
+        from mlmake import sources
+
+        with self._project_lock(True, ev.NullReporter()):
+            store = self.store()
+            try:
+                return sources.update(self.root, self.lock_path, store, paths)
+            finally:
+                store.stats.save()
+
+    def source_paths(self) -> list[str]:
+        """The paths of the data sources this checkout's lock records."""
+        from mlmake import sources
+
+        try:
+            return sources.paths(Lock.read(self.lock_path))
+        except MlmakeError:
+            return []
+
+    def _data_changes(self, lock: Lock, checker: Checker) -> list[Any]:
+        from mlmake import sources
+
+        return sources.changes(self.root, lock, checker.hasher, checker.store) \
+            if lock.sources else []
+
+    def _link_sources(self, names: set[str], use_remote: bool, remote: str | None,
+                      wait: bool, restore: bool) -> list[str]:
+        """The data sources' paths; with `restore`, those that `names` read and the work tree
+        lacks are first linked from the cache, else fetched from the remote cache (never
+        from their origin)."""
+        from mlmake import sources
+
+        lock = Lock.read(self.lock_path)
+        if not lock.sources or not restore:
+            return sources.paths(lock)
+        deps = [d for n in names for d in self.graph.targets[n].deps]
+        absent = [p for p in lock.sources if not os.path.lexists(os.path.join(self.root, p))
+                  and any(sources.covers(p, d) for d in deps)]
+        if not absent:
+            return sources.paths(lock)
+        with self._project_lock(wait, ev.NullReporter()):
+            store = self.store()
+            r = self.remote(remote) if use_remote else None
+            try:
+                def fetch(recs: list[tuple[str, SourceRecord]]) -> None:
+                    sources.fetch(r, store, recs)
+
+                sources.ensure(self.root, lock, store, lambda p: p in absent,
+                               fetch if r is not None else None, r.name if r is not None else None)
+            finally:
+                store.stats.save()
+                if r is not None:
+                    r.close()
+        return sources.paths(lock)
 
     # -- scaffolding ------------------------------------------------------------------------
     @staticmethod

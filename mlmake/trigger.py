@@ -10,7 +10,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -262,11 +262,13 @@ def seed_stat_cache(src: str, dst: str) -> None:
             pass
 
 
-def link_untracked(root: str, source_root: str, graph: Graph, names: set[str]) -> list[str]:
+def link_untracked(root: str, source_root: str, graph: Graph, names: set[str],
+                   sources: Iterable[str] = ()) -> list[str]:
     """Symlink into the worktree project at `root` the deps of the targets `names` that the
     commit lacks and no target produces, from the project's work tree (`source_root`).
-    Returns what it linked."""
-    outs = [o for t in graph.targets.values() for o in t.all_outs]
+    The data `sources` the rev records are not linked: they come from the cache, as that
+    rev has them. Returns what it linked."""
+    outs = [o for t in graph.targets.values() for o in t.all_outs] + list(sources)
     linked: list[str] = []
 
     def inside_out(rel: str) -> bool:

@@ -160,13 +160,17 @@ def status_cmd(g: Ctx, targets: tuple[str, ...], as_json: bool, lean: bool | Non
                         "not_materialized": list(plan.states[n].absent),
                         "reasons": [_reason_json(r, project) for r in plan.states[n].reasons]}
                     for n in plan.order}}
+        if plan.data:
+            data["data"] = [c.as_dict() for c in plan.data]
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     elif not g.quiet:
+        for change in plan.data:
+            click.echo(change.describe())
         _print_plan(plan, dry=False, project=project, verbose=g.verbose)
         if g.verbose:
             for line in plan.notes:
                 click.echo(f"note: {line}")
-    return 1 if plan.stale else 0
+    return 1 if plan.stale or plan.data else 0
 
 
 def _reason_json(r: Any, project: Any) -> dict[str, Any]:

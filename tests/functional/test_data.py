@@ -1,0 +1,296 @@
+"""Data sources through the real CLI: `add`, `import`, `update`, and sources travelling with
+checkout, get, gc, push, pull and fresh clones (a directory remote and a real S3 API)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from conftest import Repo
+from test_remote import RemoteStore, clone, remote, with_remote  # noqa: F401 (fixture)
+
+PIPE = {
+    "Mlfile": """
+        [target.count]
+        cmd = "cat data/raw/*.txt | sort > summary.txt && wc -l < summary.txt > count.txt"
+        deps = ["data/raw/"]
+        outs = ["summary.txt", "count.txt"]
+    """,
+}
+RAW = {f"data/raw/f{i}.txt": f"row {i}\n" for i in range(1, 4)}
+
+
+def _sources(repo: Repo) -> dict[str, Any]:
+    return json.loads(repo.read("Mlfile.lock")).get("sources", {})
+
+
+def _replace(repo: Repo, rel: str, text: str) -> None:
+    """Write a new version of a tracked file (the linked copy is read-only: replace it)."""
+    p = repo.path / rel
+    if p.exists():
+        p.unlink()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def _raw(repo: Repo) -> dict[str, str]:
+    d = repo.path / "data" / "raw"
+    return {p.name: p.read_text() for p in sorted(d.iterdir())} if d.exists() else {}
+
+
+@pytest.fixture
+def tracked(repo: Repo) -> Repo:
+    """A project whose raw data is tracked, built and committed (v1)."""
+    repo.write({**PIPE, **RAW})
+    r = repo.mlmake("add", "data/raw")
+    assert r.code == 0, r.text
+    assert "added data/raw/" in r.out and "3 files" in r.out
+    r = repo.mlmake()
+    assert r.code == 0, r.text
+    repo.commit("v1")
+    return repo
+
+
+# -- add, status, re-add, checkout, get -------------------------------------------------------
+def test_add_records_one_line_per_source_links_read_only_and_ignores_it(tracked):
+    rec = _sources(tracked)["data/raw"]
+    assert rec["type"] == "dir" and rec["files"] == 3 and rec["size"] == 18
+    lines = [ln for ln in tracked.read("Mlfile.lock").splitlines() if "files" in ln]
+    assert len(lines) == 1 and rec["hash"] in lines[0]
+    assert "/data/raw" in tracked.read(".gitignore")
+    assert tracked.git("ls-files", "data") == ""  # Git holds the record, not the data
+    f = tracked.path / "data/raw/f1.txt"
+    assert not os.stat(f).st_mode & 0o222 or os.stat(f).st_nlink == 1  # a read-only link
+    assert tracked.mlmake("status").code == 0
+    r = tracked.mlmake("add", "data/raw")
+    assert r.code == 0 and "unchanged data/raw/" in r.out
+    assert tracked.git("status", "--porcelain") == ""
+
+
+def test_edited_data_is_reported_re_added_and_checkout_brings_the_old_version_back(tracked):
+    v1_raw, v1_summary = _raw(tracked), tracked.read("summary.txt")
+    _replace(tracked, "data/raw/f1.txt", "row one\n")
+    for i in (4, 5, 6):
+        _replace(tracked, f"data/raw/f{i}.txt", f"row {i}\n")
+    r = tracked.mlmake("status")
+    assert r.code == 1
+    assert ("data data/raw/ changed: 3 files added, 1 modified — run mlmake add data/raw/ "
+            "to record it") in r.out
+    assert "dep changed: data/raw" in r.out
+    j = tracked.mlmake("status", "--json").json()
+    assert j["data"][0]["path"] == "data/raw/" and j["data"][0]["kind"] == "changed"
+    r = tracked.mlmake("add", "data/raw")
+    assert r.code == 0 and "updated data/raw/" in r.out, r.text
+    assert _sources(tracked)["data/raw"]["files"] == 6
+    assert tracked.mlmake().code == 0
+    assert tracked.read("count.txt").strip() == "6"
+    tracked.commit("v2")
+    v2_raw = _raw(tracked)
+    r = tracked.mlmake("checkout", "HEAD~1")
+    assert r.code == 0, r.text
+    assert _raw(tracked) == v1_raw and tracked.read("summary.txt") == v1_summary
+    assert tracked.executed() == ["count", "count"]  # the two builds; the checkout ran nothing
+    tracked.git("checkout", "-q", "HEAD~1")
+    assert tracked.mlmake("status").code == 0
+    tracked.git("checkout", "-q", "main")
+    assert tracked.mlmake("checkout").code == 0
+    assert _raw(tracked) == v2_raw
+    dest = tracked.path.parent / "old-f1.txt"
+    r = tracked.mlmake("get", "HEAD~1", "data/raw/f1.txt", "-o", str(dest))
+    assert r.code == 0, r.text
+    assert dest.read_text() == "row 1\n"
+    whole = tracked.path.parent / "old-raw"
+    assert tracked.mlmake("get", "HEAD~1", "data/raw", "-o", str(whole)).code == 0
+    assert sorted(p.name for p in whole.iterdir()) == ["f1.txt", "f2.txt", "f3.txt"]
+
+
+def test_a_single_file_source_and_what_add_refuses(repo):
+    repo.write({"Mlfile": """
+        [target.copy]
+        cmd = "cp data.csv out.csv"
+        deps = ["data.csv"]
+        outs = ["out.csv"]
+    """, "data.csv": "a,b\n1,2\n"})
+    r = repo.mlmake("add", "data.csv")
+    assert r.code == 0 and "added data.csv" in r.out, r.text
+    assert _sources(repo)["data.csv"]["type"] == "file"
+    assert repo.mlmake().code == 0
+    r = repo.mlmake("add", "out.csv")
+    assert r.code == 2 and "overlaps the out 'out.csv'" in r.err
+    r = repo.mlmake("add", "nothing-here")
+    assert r.code == 2 and "does not exist" in r.err
+    r = repo.mlmake("add", str(repo.path.parent))
+    assert r.code == 2 and "mlmake import" in r.err
+
+
+def test_gc_keeps_data_that_a_kept_commit_records(tracked):
+    old = _sources(tracked)["data/raw"]["hash"]
+    _replace(tracked, "data/raw/f2.txt", "changed\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    tracked.commit("v2")
+    assert tracked.mlmake("gc", "--all-commits").code == 0
+    assert tracked.mlmake("checkout", "HEAD~1").code == 0
+    assert _raw(tracked)["f2.txt"] == "row 2\n"
+    assert tracked.mlmake("checkout").code == 0
+    r = tracked.mlmake("gc")  # the work tree's lock only: v1's data goes
+    assert r.code == 0, r.text
+    r = tracked.mlmake("checkout", "HEAD~1")
+    assert old[:8] and ("missing" in r.text or r.code != 0)
+
+
+# -- remotes and fresh clones ---------------------------------------------------------------------
+@pytest.fixture
+def shared(repo: Repo, remote: RemoteStore) -> Repo:  # noqa: F811
+    """Tracked data and outs, built, pushed and committed."""
+    repo.write({**with_remote(PIPE, remote), **RAW})
+    assert repo.mlmake("add", "data/raw").code == 0
+    r = repo.mlmake()
+    assert r.code == 0, r.text
+    r = repo.mlmake("push")
+    assert r.code == 0, r.text
+    repo.commit("v1")
+    return repo
+
+
+def test_a_fresh_clone_gets_the_data_and_builds_with_zero_commands(shared, remote, tmp_path):  # noqa: F811
+    mate = clone(shared, tmp_path / "mate")
+    assert not mate.exists("data/raw")
+    r = mate.mlmake()
+    assert r.code == 0, r.text
+    assert mate.executed() == []
+    assert _raw(mate) == _raw(shared)
+    assert mate.read("count.txt") == shared.read("count.txt")
+    assert mate.mlmake("status").code == 0
+    other = clone(shared, tmp_path / "other")
+    r = other.mlmake("pull")
+    assert r.code == 0, r.text
+    assert _raw(other) == _raw(shared)
+
+
+def test_a_corrupt_source_object_on_the_remote_is_refused(shared, remote, tmp_path):  # noqa: F811
+    from mlmake.hashing import hash_bytes
+
+    remote.corrupt(hash_bytes(b"row 2\n"))
+    mate = clone(shared, tmp_path / "mate")
+    r = mate.mlmake("pull")
+    assert r.code != 0 and "corrupt" in r.err and "data/raw/f2.txt" in r.err, r.text
+    assert "Traceback" not in r.text
+    assert not mate.exists("data/raw")
+    r = mate.mlmake()
+    assert r.code != 0 and "corrupt" in r.err
+    assert not mate.exists("data/raw") and mate.executed() == []
+
+
+def test_a_build_without_the_data_anywhere_says_how_to_get_it(tracked, tmp_path):
+    mate = clone(tracked, tmp_path / "mate")
+    r = mate.mlmake()
+    assert r.code != 0
+    assert "data source 'data/raw/'" in r.err and "mlmake push" in r.err, r.text
+    assert mate.executed() == []
+    r = mate.mlmake("status")
+    assert r.code == 1 and "data data/raw/ missing" in r.out
+    assert "no target produces it" not in r.text
+
+
+# -- imports --------------------------------------------------------------------------------------
+def test_import_from_a_local_path_and_update_picks_up_a_new_version(repo, tmp_path):
+    origin = tmp_path / "elsewhere" / "raw"
+    origin.mkdir(parents=True)
+    for name, text in RAW.items():
+        (origin / os.path.basename(name)).write_text(text)
+    repo.write(PIPE)
+    r = repo.mlmake("import", str(origin), "data/raw")
+    assert r.code == 0, r.text
+    assert "imported data/raw/" in r.out
+    rec = _sources(repo)["data/raw"]
+    assert rec["url"] == str(origin) and rec["version"]
+    assert repo.mlmake().code == 0
+    repo.commit("v1")
+    r = repo.mlmake("update", "data/raw")
+    assert r.code == 0 and "up to date" in r.out, r.text
+    (origin / "f4.txt").write_text("row 4\n")
+    assert repo.mlmake("status").code == 0  # the origin is not watched: builds use the record
+    r = repo.mlmake("update", "data/raw")
+    assert r.code == 0 and "updated data/raw/" in r.out, r.text
+    assert _sources(repo)["data/raw"]["files"] == 4
+    assert (repo.path / "data/raw/f4.txt").read_text() == "row 4\n"
+    assert repo.mlmake().code == 0 and repo.read("count.txt").strip() == "4"
+    r = repo.mlmake("update", "count.txt")
+    assert r.code == 2 and "not a data source" in r.err
+
+
+def test_import_from_s3_records_the_etag_and_update_sees_a_new_one(repo, s3):
+    client, bucket = s3["client"], s3["bucket"]
+    client.put_object(Bucket=bucket, Key="origin/data.csv", Body=b"a,b\n1,2\n")
+    repo.write({"Mlfile": """
+        [target.copy]
+        cmd = "cp data.csv out.csv"
+        deps = ["data.csv"]
+        outs = ["out.csv"]
+    """})
+    r = repo.mlmake("import", f"s3://{bucket}/origin/data.csv", "data.csv",
+                    "-o", f"endpoint_url={s3['endpoint']}")
+    assert r.code == 0, r.text
+    rec = _sources(repo)["data.csv"]
+    etag = client.head_object(Bucket=bucket, Key="origin/data.csv")["ETag"].strip('"')
+    assert rec["version"] == etag and rec["url"].startswith("s3://")
+    assert repo.mlmake().code == 0 and repo.read("out.csv") == "a,b\n1,2\n"
+    repo.commit("v1")
+    assert "up to date" in repo.mlmake("update").out
+    client.put_object(Bucket=bucket, Key="origin/data.csv", Body=b"a,b\n3,4\n")
+    r = repo.mlmake("update")
+    assert r.code == 0 and "updated data.csv" in r.out, r.text
+    assert repo.read("data.csv") == "a,b\n3,4\n"
+    assert repo.mlmake().code == 0 and repo.read("out.csv") == "a,b\n3,4\n"
+    repo.commit("v2")
+    assert repo.mlmake("checkout", "HEAD~1").code == 0
+    assert repo.read("data.csv") == "a,b\n1,2\n"
+
+
+def test_a_directory_import_from_s3(repo, s3):
+    client, bucket = s3["client"], s3["bucket"]
+    for i in range(1, 4):
+        client.put_object(Bucket=bucket, Key=f"raw/f{i}.txt", Body=f"row {i}\n".encode())
+    repo.write(PIPE)
+    r = repo.mlmake("import", f"s3://{bucket}/raw", "data/raw",
+                    "-o", f"endpoint_url={s3['endpoint']}")
+    assert r.code == 0, r.text
+    assert _raw(repo) == {os.path.basename(k): v for k, v in RAW.items()}
+    assert _sources(repo)["data/raw"]["version"].startswith("tree:")
+    assert repo.mlmake().code == 0 and repo.read("count.txt").strip() == "3"
+
+
+# -- hooks and served runs ------------------------------------------------------------------------
+def test_git_checkout_with_hooks_brings_back_that_commits_data(tracked):
+    r = tracked.mlmake("hooks", "install")
+    assert r.code == 0, r.text
+    _replace(tracked, "data/raw/f3.txt", "three\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    assert tracked.mlmake().code == 0
+    tracked.commit("v2")
+    tracked.git("checkout", "-q", "HEAD~1")
+    assert _raw(tracked)["f3.txt"] == "row 3\n"
+    assert tracked.mlmake("status").code == 0
+    tracked.git("checkout", "-q", "main")
+    assert _raw(tracked)["f3.txt"] == "three\n"
+
+
+def test_a_served_run_of_an_old_rev_uses_that_revs_data(tracked):
+    from mlmake.project import Project
+
+    tracked.write({"Mlfile": tracked.read("Mlfile") + '\n[endpoint.count]\ntargets = ["count"]\n'})
+    assert tracked.mlmake().code == 0
+    tracked.commit("endpoint")
+    v1_count = json.loads(tracked.read("Mlfile.lock"))["targets"]["count"]["outs"]["summary.txt"]
+    _replace(tracked, "data/raw/f1.txt", "changed\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    assert tracked.mlmake().code == 0
+    tracked.commit("v2")
+    project = Project(str(tracked.path))
+    run_id = project.trigger("count", rev="HEAD~1")
+    assert project.runs_store.build(run_id)["status"] == "succeeded"
+    rec = next(r for r in project.runs("count", 50) if r.build == run_id)
+    assert rec.outs is not None and rec.outs["summary.txt"]["hash"] == v1_count["hash"]
+    assert _raw(tracked)["f1.txt"] == "changed\n"  # the work tree is not touched
