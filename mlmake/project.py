@@ -472,6 +472,14 @@ class Project:
 
         return Runner(self).run(endpoint, params, rev, trigger="api", reporter=reporter)
 
+    @property
+    def experiments(self) -> Any:
+        """This project's experiments (mlmake.experiments.Experiments): run, queue, show,
+        apply, branch, remove, push and pull them."""
+        from mlmake.experiments import Experiments
+
+        return Experiments(self)
+
     # -- outputs of commits -----------------------------------------------------------------
     def checkout(self, rev: str | None = None, targets: tuple[str, ...] | list[str] = (),
                  force: bool = False, metrics: bool = False) -> Any:
@@ -554,11 +562,13 @@ class Project:
 
     def gc(self, all_commits: bool = False, dry_run: bool = False) -> Any:
         """Remove cache objects that the work tree's lock (or any commit's) does not need."""
+        from mlmake import git
         from mlmake.gc import gc
 
         with self._project_lock(True, ev.NullReporter()):
+            kept = self.experiments.kept_locks() if git.workdir(self.root) else []
             return gc(self.root, self.lock_path, self.store(), self.runcache, all_commits,
-                      dry_run, self.runs_store)
+                      dry_run, self.runs_store, kept)
 
     # -- remote cache -----------------------------------------------------------------------
     def remote(self, name: str | None = None, jobs: int | None = None,

@@ -15,7 +15,8 @@ from mlmake import __version__
 from mlmake.errors import MlmakeError
 
 # Modules under mlmake/cli/ that define commands; add yours here.
-COMMAND_MODULES = ("commands", "outputs", "compare", "hooks", "envs", "remote", "serve")
+COMMAND_MODULES = ("commands", "outputs", "compare", "hooks", "envs", "remote", "serve",
+                   "exp")
 
 GLOBAL_WITH_VALUE = {"-C", "--directory", "-f", "--file"}
 GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "--version", "-h", "--help"}
