@@ -125,6 +125,36 @@ def record(worktree: str, parent: str, exp: Experiment) -> Experiment:
     return Experiment.from_record(sha, exp.record())
 
 
+def record_files(repo_root: str, parent: str, files: dict[str, bytes],
+                 exp: Experiment) -> Experiment:
+    """Record `exp` as `parent`'s tree with `files` (paths from the repository root →
+    bytes) replaced, through a temporary index; no work tree is needed."""
+    git_dir = git(repo_root, "rev-parse", "--absolute-git-dir").strip()
+    with tempfile.TemporaryDirectory(prefix="mlmake-exp-", dir=git_dir) as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        git(repo_root, "read-tree", parent, env=env)
+        lines = []
+        for i, (rel, data) in enumerate(sorted(files.items())):
+            path = os.path.join(tmp, f"f{i}")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            lines.append((rel, path))
+        shas = git(repo_root, "hash-object", "-w", *(p for _, p in lines)).split() \
+            if lines else []
+        info = "".join(f"100644 {sha}\t{rel}\n" for (rel, _), sha in zip(lines, shas))
+        r = subprocess.run(["git", "update-index", "--add", "--index-info"], cwd=repo_root,
+                           input=info, capture_output=True, text=True, check=False,
+                           env={**os.environ, **env})
+        if r.returncode != 0:
+            raise GitError(f"cannot record the experiment: {r.stderr.strip()}")
+        tree = git(repo_root, "write-tree", env=env).strip()
+    msg = _SUBJECT + exp.name + "\n\n" + json.dumps(exp.record(), sort_keys=True,
+                                                      default=str)
+    sha = _commit_tree(repo_root, tree, parent, msg)
+    git(repo_root, "update-ref", REF_PREFIX + exp.name, sha)
+    return Experiment.from_record(sha, exp.record())
+
+
 def _commit_tree(cwd: str, tree: str, parent: str, message: str) -> str:
     env = dict(os.environ)
     env.update(_identity(cwd))

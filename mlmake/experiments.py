@@ -303,43 +303,21 @@ class Experiments:
                 self._active[q.name] = wp
 
         def inspect(wp: Project, wt: str, result: Any) -> Experiment:
-            status = "succeeded" if result.ok else "failed"
-            return self._record(q, wp, wt, build_id, status, "")
+            return record_worktree(wp, wt, q.name, q.base, q.code, q.overrides, q.targets,
+                                   build_id, "succeeded" if result.ok else "failed")
 
         try:
             return build_in_worktree(self.project, q.code or q.base, q.overrides, q.targets,
                                      build_id, rep, executor, inspect, started)
         except MlmakeError as exc:
             rep.emit(ev.Notice(str(exc), "error"))
-            exp = Experiment(q.name, "", q.base, q.code, "failed", time.time(), q.targets,
-                             q.overrides, run_id=build_id, message=str(exc))
-            return exp
+            return Experiment(q.name, "", q.base, q.code, "failed", time.time(), q.targets,
+                              q.overrides, run_id=build_id, message=str(exc))
         finally:
             with self._lock:
                 self._active.pop(q.name, None)
             if os.path.exists(claim):
                 os.unlink(claim)
-
-    def _record(self, q: Queued, wp: Project, wt: str, build_id: str, status: str,
-                message: str) -> Experiment:
-        """Record the worktree as the experiment: its params, metrics and out hashes."""
-        from mlmake import metrics as metrics_mod
-        from mlmake import params as params_mod
-        from mlmake.lockfile import Lock
-
-        values = params_mod.flatten(params_mod.load(wp.root, wp.pipeline.params_files))
-        found: dict[str, dict[str, Any] | None] = {}
-        for path in metrics_mod.files(wp, "metrics"):
-            try:
-                with open(os.path.join(wp.root, path), "rb") as fh:
-                    found[path] = metrics_mod.parse(fh.read(), path)
-            except (OSError, MlmakeError):
-                found[path] = None
-        outs = {t: {p: str(_out_hash(rec)) for p, rec in e.outs.items()}
-                for t, e in Lock.read(wp.lock_path).entries.items()}
-        exp = Experiment(q.name, "", q.base, q.code, status, time.time(), q.targets,
-                         q.overrides, values, found, outs, build_id, message)
-        return exp_store.record(wt, q.code or q.base, exp)
 
     # -- reading ---------------------------------------------------------------------------
     def recorded(self) -> list[Experiment]:
@@ -490,6 +468,67 @@ class Experiments:
         finally:
             r.close()
         return res
+
+
+def record_worktree(wp: Project, wt: str, name: str, base: str, code: str | None,
+                    overrides: dict[str, Any], targets: tuple[str, ...], build_id: str,
+                    status: str, message: str = "") -> Experiment:
+    """Record the worktree `wt` (project `wp`, just built) as experiment `name`: its params,
+    metrics files and out hashes, committed on `code` (else `base`)."""
+    exp = _describe(wp, name, base, code, overrides, targets, build_id, status, message)
+    return exp_store.record(wt, code or base, exp)
+
+
+def _describe(wp: Project, name: str, base: str, code: str | None,
+              overrides: dict[str, Any], targets: tuple[str, ...], build_id: str,
+              status: str, message: str) -> Experiment:
+    """The record of a just-built worktree: every param, the metrics files, out hashes."""
+    from mlmake import metrics as metrics_mod
+    from mlmake import params as params_mod
+    from mlmake.lockfile import Lock
+
+    values = params_mod.flatten(params_mod.load(wp.root, wp.pipeline.params_files))
+    found: dict[str, dict[str, Any] | None] = {}
+    for path in metrics_mod.files(wp, "metrics"):
+        try:
+            with open(os.path.join(wp.root, path), "rb") as fh:
+                found[path] = metrics_mod.parse(fh.read(), path)
+        except (OSError, MlmakeError):
+            found[path] = None
+    outs = {t: {p: str(_out_hash(rec)) for p, rec in e.outs.items()}
+            for t, e in Lock.read(wp.lock_path).entries.items()}
+    return Experiment(name, "", base, code, status, time.time(), targets, overrides, values,
+                      found, outs, build_id, message)
+
+
+def capture_trigger(repo_root: str, wp: Project, wt: str, endpoint: str, commit: str,
+                    overrides: dict[str, Any], targets: tuple[str, ...], run_id: str,
+                    status: str) -> Callable[[], Experiment | None]:
+    """For a triggered run with param overrides (`mlmake serve`, `Project.trigger`): read
+    what experiment ENDPOINT-RUNID records from its just-built worktree `wt` (cheap, before
+    the worktree goes), and return the function that records it in the repository at
+    `repo_root` (after, from Git objects alone, so a finished run's worktree goes at once).
+    A run without overrides is not an experiment: the function records nothing."""
+    if not overrides:
+        return lambda: None
+    from mlmake import metrics as metrics_mod
+
+    exp = _describe(wp, f"{endpoint}-{run_id}", commit, None, dict(overrides), targets,
+                    run_id, status, "")
+    paths = [*wp.pipeline.params_files, os.path.basename(wp.lock_path),
+             *metrics_mod.files(wp, "metrics")]
+    files: dict[str, bytes] = {}
+    for rel in dict.fromkeys(paths):
+        full = os.path.join(wp.root, rel)
+        if os.path.isfile(full) and not os.path.islink(full):
+            with open(full, "rb") as fh:
+                files[os.path.relpath(full, wt).replace(os.sep, "/")] = fh.read()
+    def record() -> Experiment | None:
+        try:
+            return exp_store.record_files(repo_root, commit, files, exp)
+        except MlmakeError:
+            return None  # the run stands on its own record; only its experiment is missing
+    return record
 
 
 def _out_hash(rec: Any) -> Any:

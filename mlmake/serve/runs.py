@@ -360,6 +360,7 @@ class Runner:
         rep: ev.Reporter = _RunReporter(active, self.hub)
         if reporter is not None:
             rep = _Tee(rep, reporter)
+        record_exp: Callable[[], Any] = lambda: None
         try:
             os.makedirs(os.path.dirname(wt), exist_ok=True)
             with self._git_lock, self._worktree_lock():
@@ -375,6 +376,12 @@ class Runner:
             link_untracked(wp, self.project.root, req.targets)
             wp.set_params(req.params)  # the command reads what the key covers
             wp.run(req.targets, trigger=req.trigger, build_id=req.id, reporter=rep)
+            # a run with param overrides is recorded as an experiment too
+            from mlmake.experiments import capture_trigger
+
+            record_exp = capture_trigger(str(self.repo_root), wp, wt, req.endpoint,
+                                         req.commit, req.params, req.targets, req.id,
+                                         str((runs.build(req.id) or {}).get("status", "")))
         except MlmakeError as exc:
             runs.update_build(req.id, status="failed", finished=time.time(), message=str(exc))
         except Exception as exc:  # noqa: BLE001 - a run's crash is recorded; the service goes on
@@ -386,6 +393,7 @@ class Runner:
         finally:
             with self._git_lock, self._worktree_lock():
                 git.remove_worktree(self.repo_root, wt)  # type: ignore[arg-type]
+            record_exp()
             self.active.pop(req.id, None)
             b = runs.build(req.id) or {}
             if b.get("status") not in FINAL:  # stopped before its build was recorded

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -233,3 +235,26 @@ def test_experiments_travel_between_clones_and_apply_needs_no_recompute(built,
     assert other.read("model.txt").startswith("lr=0.7")
     assert other.mlmake("status").code == 0
     assert other.executed() == []
+
+
+def trigger(repo: Repo, params: dict) -> None:
+    """Run endpoint `retrain` as `mlmake serve` does for a REST call, in a subprocess."""
+    code = ("import sys; from mlmake.project import Project; p = Project('.'); "
+            f"rid = p.trigger('retrain', {params!r}); "
+            "sys.exit(p.runs_store.build(rid)['status'] != 'succeeded')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo.path, capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_triggered_run_with_overrides_is_recorded_as_an_experiment(built):
+    built.write({"Mlfile": built.read("Mlfile") + '\n[endpoint.retrain]\ntargets = ["evaluate"]'
+                 '\nparams = ["train.lr"]\n'})
+    built.commit("publish retrain")
+    trigger(built, {"train.lr": 0.4})
+    rows = [row for row in show(built).values() if row["kind"] == "experiment"]
+    assert len(rows) == 1 and rows[0]["name"].startswith("retrain-")
+    assert rows[0]["overrides"] == {"train.lr": 0.4}
+    assert rows[0]["metrics"] == {"metrics/eval.json": {"score": 4.0}}
+    trigger(built, {})  # no overrides: not an experiment
+    assert len([row for row in show(built).values() if row["kind"] == "experiment"]) == 1
