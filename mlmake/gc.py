@@ -40,14 +40,16 @@ class GcResult:
 
 
 def gc(root: str, lock_path: str, store: Store, runcache: RunCache, all_commits: bool,
-       dry_run: bool, runs: RunStore | None = None) -> GcResult:
+       dry_run: bool, runs: RunStore | None = None, kept: list[Lock] | None = None
+       ) -> GcResult:
     """Remove objects no chosen lock references: the work tree's lock, plus with
     `all_commits` the lock of every commit reachable from a branch, tag or HEAD. Run-cache
     entries whose objects are gone are dropped too. Each removed object is named by the
-    out that recorded it (any commit's lock, else a run-cache entry and its run record)."""
+    out that recorded it (any commit's lock, else a run-cache entry and its run record).
+    `kept`: more locks whose objects stay (those of recorded experiments)."""
     name = os.path.basename(lock_path)
     history = git.lock_history(root, lock_path, newest_first=True) if all_commits else None
-    locks = [Lock.read(lock_path)]
+    locks = [Lock.read(lock_path), *(kept or [])]
     if history is not None:
         locks += [Lock.parse(text, name) for _, text in history]
     records = [rec for lock in locks for _, rec in sources.records(lock)]

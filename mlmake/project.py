@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlmake import events as ev
 from mlmake import gitignore
@@ -38,8 +38,13 @@ if TYPE_CHECKING:
     from mlmake.metrics import Diff, Snapshot
     from mlmake.remote import Progress, Remote
     from mlmake.runoutput import RunOutput
-    from mlmake.sync import BuildRemote, PullResult, PushResult
+    from mlmake.buildremote import BuildRemote
+    from mlmake.exp_store import Experiment
+    from mlmake.pull import PullResult
+    from mlmake.push import PushResult
     from mlmake.trigger import Request
+
+T = TypeVar("T")
 
 MLFILE = "Mlfile"
 STATE_DIR = ".mlmake"
@@ -544,26 +549,109 @@ class Project:
         deps that Git does not track linked in from the work tree; the build shares this
         project's store, run cache and run records, and the worktree is removed afterwards.
         `started` receives the worktree's Project before it builds (its `cancel` stops it).
+        A run with param overrides is recorded as experiment ENDPOINT-ID as well.
 
         Returns the run id once the run has ended; its record says how. A failure that is an
         MlmakeError is recorded on the run, never raised.
         """
+        from mlmake import exp_store
         from mlmake import trigger as trig
 
-        def run(root: str) -> None:
-            wp = Project(root, os.path.basename(self.mlfile_path),
-                         shared_state=self.state_path())
-            trig.seed_stat_cache(self.state_path("statcache"), wp.state_path("statcache"))
-            if started is not None:
-                started(wp)
-            trig.link_untracked(wp.root, self.root, wp.graph, wp.select(request.targets),
-                                wp.source_paths())
-            wp.set_params(request.params)  # the command reads what the key covers
-            wp.run(request.targets, trigger=request.trigger, build_id=request.id,
-                   reporter=reporter)
+        def run(root: str) -> Callable[[], object] | None:
+            wp = self._worktree_project(root, request.targets, request.params, started)
+            result = wp.run(request.targets, trigger=request.trigger, build_id=request.id,
+                            reporter=reporter)
+            if not request.params:
+                return None
+            # read while the worktree stands; recorded from Git objects once it is gone
+            exp = wp._describe_experiment(f"{request.endpoint}-{request.id}", request.commit,
+                                          None, request.params, request.targets, request.id,
+                                          "succeeded" if result.ok else "failed")
+            wt = os.path.join(self.state_path(), trig.WORKTREES, request.id)
+            files = exp_store.recorded_files(wp.root, wt, wp._experiment_paths())
+            top = trig.repo_root(self.root)
+            return lambda: exp_store.record_files(top, request.commit, files, exp)
 
-        trig.build(request, self.root, self.state_path(), self.runs_store, run)
+        record = trig.build(request, self.root, self.state_path(), self.runs_store, run)
+        if record is not None:
+            try:
+                record()
+            except MlmakeError:
+                pass  # the run stands on its own record; only its experiment is missing
         return request.id
+
+    def build_commit(self, commit: str, targets: tuple[str, ...], params: dict[str, Any],
+                     build_id: str, inspect: Callable[[Project, BuildResult], T], *,
+                     trigger: str = "exp", reporter: ev.Reporter | None = None,
+                     executor: str | None = None,
+                     started: Callable[[Project], None] | None = None,
+                     area: str = "exps/worktrees") -> T:
+        """Build `targets` of `commit` with `params` written into its params files, in a
+        Git worktree under .mlmake/`area` that shares this project's store, run cache and
+        run records; the work tree, index and lock are never touched. `inspect(worktree
+        project, result)` runs before the worktree is removed; its value is returned."""
+        from mlmake import trigger as trig
+
+        def run(root: str) -> T:
+            wp = self._worktree_project(root, targets, params, started)
+            result = wp.run(targets, trigger=trigger, build_id=build_id, reporter=reporter,
+                            executor=executor)
+            return inspect(wp, result)
+
+        return trig.in_worktree(self.root, self.state_path(), commit, build_id, run, area)
+
+    def _worktree_project(self, root: str, targets: tuple[str, ...], params: dict[str, Any],
+                          started: Callable[[Project], None] | None) -> Project:
+        """The project at `root` inside a worktree of this one, sharing its state, ready
+        to build `targets` with `params` written into its params files."""
+        from mlmake import trigger as trig
+
+        wp = Project(root, os.path.basename(self.mlfile_path), shared_state=self.state_path())
+        trig.seed_stat_cache(self.state_path("statcache"), wp.state_path("statcache"))
+        if started is not None:
+            started(wp)
+        trig.link_untracked(wp.root, self.root, wp.graph, wp.select(targets),
+                            wp.source_paths())
+        wp.set_params(params)  # the command reads what the key covers
+        return wp
+
+    # -- experiments' records -----------------------------------------------------------------
+    def _experiment_paths(self) -> list[str]:
+        from mlmake import metrics as metrics_mod
+
+        return [*self.pipeline.params_files, os.path.basename(self.lock_path),
+                *metrics_mod.files(self.pipeline, "metrics")]
+
+    def _describe_experiment(self, name: str, base: str, code: str | None,
+                             overrides: dict[str, Any], targets: tuple[str, ...],
+                             build_id: str, status: str, message: str = "") -> Experiment:
+        """What this project (a just-built worktree) records as experiment `name`."""
+        from mlmake import exp_store
+        from mlmake import metrics as metrics_mod
+
+        return exp_store.describe(self.root, self.pipeline.params_files, self.lock_path,
+                                  metrics_mod.files(self.pipeline, "metrics"), name, base,
+                                  code, overrides, targets, build_id, status, message)
+
+    def record_experiment(self, worktree: str, name: str, base: str, code: str | None,
+                          overrides: dict[str, Any], targets: tuple[str, ...],
+                          build_id: str, status: str) -> Experiment:
+        """Record this project (just built in Git worktree `worktree`) as experiment
+        `name`: a commit on `code` (else `base`) of what it built."""
+        from mlmake import exp_store
+
+        return exp_store.record(worktree, code or base, self._describe_experiment(
+            name, base, code, overrides, targets, build_id, status))
+
+    def experiment_locks(self) -> list[Lock]:
+        """The lock of every recorded experiment (what `gc` keeps and `exp push` moves)."""
+        from mlmake import exp_store, git
+
+        top = git.workdir(self.root)
+        if top is None:
+            return []
+        return exp_store.kept_locks(top, os.path.relpath(self.lock_path, top)
+                                    .replace(os.sep, "/"))
 
     def recover_triggers(self) -> list[str]:
         """Clean up after a service that died: remove its leftover worktrees and mark the
@@ -579,6 +667,12 @@ class Project:
         return trig.repo_root(self.root)
 
     # -- what commits and runs hold (read without checking anything out) -------------------
+    def head_commit(self) -> str | None:
+        """The full sha of HEAD (None outside Git or before the first commit)."""
+        from mlmake import git
+
+        return git.head_commit(self.root)
+
     def commit_of(self, rev: str) -> str:
         """The full sha of the commit `rev` names; GitError when none does."""
         from mlmake import git
@@ -788,11 +882,13 @@ class Project:
 
     def gc(self, all_commits: bool = False, dry_run: bool = False) -> GcResult:
         """Remove cache objects that the work tree's lock (or any commit's) does not need."""
+        from mlmake import git
         from mlmake.gc import gc
 
         with self._project_lock(True, ev.NullReporter()):
+            kept = self.experiment_locks()
             return gc(self.root, self.lock_path, self.store(), self.runcache, all_commits,
-                      dry_run, self.runs_store)
+                      dry_run, self.runs_store, kept)
 
     # -- remote cache -----------------------------------------------------------------------
     def remote(self, name: str | None = None, jobs: int | None = None,
@@ -892,6 +988,47 @@ class Project:
         g = self.graph
         return [(n, e) for n, e in lock_entries(self.lock_path, names, all_commits, self.root)
                 if n not in g.targets or g.targets[n].cache]
+
+    def push_locks(self, locks: list[Lock], remote: str | None = None) -> PushResult | None:
+        """Upload what the entries of `locks` (say, those of experiments) reference, with
+        their run-cache entries; None when no remote is configured."""
+        from mlmake.push import push
+
+        r = self.remote(remote)
+        if r is None:
+            return None
+        try:
+            with self._project_lock(True, ev.NullReporter()):
+                return push(r, self.store(), self.runcache, self._entries_of(locks))
+        finally:
+            r.close()
+
+    def pull_locks(self, locks: list[Lock], remote: str | None = None) -> PullResult | None:
+        """Download what the entries of `locks` reference into the cache (verified), with
+        their run-cache entries; nothing is linked. None when no remote is configured."""
+        from mlmake.pull import pull
+
+        r = self.remote(remote)
+        if r is None:
+            return None
+        try:
+            with self._project_lock(True, ev.NullReporter()):
+                return pull(r, self.store(), self.runcache, self._entries_of(locks))
+        finally:
+            r.close()
+
+    def _entries_of(self, locks: list[Lock]) -> list[tuple[str, LockEntry]]:
+        """Each (target, entry) of `locks` once, leaving out `cache = false` targets."""
+        g = self.graph
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for lock in locks:
+            for n, e in sorted(lock.entries.items()):
+                if (n, e.key) in seen or (n in g.targets and not g.targets[n].cache):
+                    continue
+                seen.add((n, e.key))
+                out.append((n, e))
+        return out
 
     def pull(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
              jobs: int | None = None, all_commits: bool = False,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlmake.errors import GitError, MlmakeError, UsageError
 from mlmake.hashing import is_glob
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mlmake.graph import Graph
     from mlmake.model import Pipeline
     from mlmake.runs import RunStore
+
+T = TypeVar("T")
 
 WORKTREES = "worktrees"
 FINAL = ("succeeded", "failed", "interrupted")
@@ -212,35 +214,46 @@ def recover(root: str, state_dir: str, runs: RunStore) -> list[str]:
 
 # -- building ----------------------------------------------------------------------------------
 def build(req: Request, root: str, state_dir: str, runs: RunStore,
-          run: Callable[[str], object]) -> None:
+          run: Callable[[str], T]) -> T | None:
     """Build `req` in a fresh worktree of its commit under `state_dir`/worktrees/ID (this
     thread), record how it ended, and remove the worktree.
 
     `root` is the project directory in the user's work tree; `run(wroot)` builds the same
-    directory inside the worktree, recording the build under `req.id`. An MlmakeError is
-    recorded on the run as its failure, not raised; anything else propagates once the run
-    is marked interrupted and the worktree is gone.
+    directory inside the worktree, recording the build under `req.id`, and what it returns
+    is returned. An MlmakeError is recorded on the run as its failure, not raised (None is
+    returned); anything else propagates once the run is marked interrupted and the worktree
+    is gone.
     """
-    from mlmake import git
-
     runs.update_build(req.id, status="running", started=time.time())
-    wt = os.path.join(state_dir, WORKTREES, req.id)
-    top: str | None = None
     try:
-        top = repo_root(root)
-        with _worktree_lock(state_dir):
-            git.add_worktree(top, wt, req.commit)
-        run(os.path.normpath(os.path.join(wt, os.path.relpath(root, top))))
+        return in_worktree(root, state_dir, req.commit, req.id, run)
     except MlmakeError as exc:
         runs.update_build(req.id, status="failed", finished=time.time(), message=str(exc))
+        return None
     finally:
-        if top is not None:
-            with _worktree_lock(state_dir):
-                git.remove_worktree(top, wt)
         b = runs.build(req.id) or {}
         if b.get("status") not in FINAL:  # stopped before its build was recorded
             runs.update_build(req.id, status="interrupted", finished=time.time(),
                               message=STOPPED)
+
+
+def in_worktree(root: str, state_dir: str, commit: str, wid: str, run: Callable[[str], T],
+                area: str = WORKTREES) -> T:
+    """Check `commit` out in a fresh Git worktree at `state_dir`/`area`/`wid`, call
+    `run(wroot)` with the project directory inside it, and remove the worktree whatever
+    happens; returns what `run` returns."""
+    from mlmake import git
+
+    top = repo_root(root)
+    wt = os.path.join(state_dir, area, wid)
+    with _worktree_lock(state_dir):
+        os.makedirs(os.path.dirname(wt), exist_ok=True)
+        git.add_worktree(top, wt, commit)
+    try:
+        return run(os.path.normpath(os.path.join(wt, os.path.relpath(root, top))))
+    finally:
+        with _worktree_lock(state_dir):
+            git.remove_worktree(top, wt)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from mlmake.errors import (EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
 
 # Modules under mlmake/cli/ that define commands; add yours here.
 COMMAND_MODULES = ("commands", "outputs", "compare", "hooks", "envs", "remote", "serve",
-                   "data")
+                   "data", "exp")
 
 GLOBAL_WITH_VALUE = {"-C", "--directory", "-f", "--file"}
 GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "--version", "-h", "--help"}
