@@ -292,7 +292,7 @@ class Checker:
         self.hasher.prefetch(paths)
 
     def lookahead(self, names: set[str], requested: set[str], runcache: Any,
-                  force: bool | set[str], lean: bool = False) -> "Lookahead":
+                  force: bool | set[str], lean: bool = False) -> Lookahead:
         """Predict, without running anything, which stale targets the run cache can serve and
         which must run. Every target's outs are `needed` in the work tree, except in `lean`
         mode, where only those asked for and those a target that must run reads are.

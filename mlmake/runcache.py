@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from mlmake.atomic import atomic_write, is_temp
 from mlmake.model import OutRecord, outs_json
