@@ -3,37 +3,37 @@
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mlmake import events as ev
 from mlmake.errors import MlmakeError, UsageError
-from mlmake.executors import make_executor
-from mlmake.executors.base import check_fits
 from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
-from mlmake.model import Outcome
 from mlmake.plan import Plan
 from mlmake.project_data import DataMixin
 from mlmake.project_outputs import OutputsMixin
 from mlmake.project_queries import QueriesMixin
 from mlmake.project_state import MLFILE, STATE_DIR, BuildResult, ProjectState, find_mlfile
 from mlmake.project_worktrees import WorktreesMixin
-from mlmake.runs import RunRecord
 
+# Executors, the store, run records and events are imported by the methods that use them,
+# so that `status` loads none of them (tests/unit/test_imports_cost.py).
 if TYPE_CHECKING:
+    from mlmake import events as ev
     from mlmake.buildremote import BuildRemote
     from mlmake.envs.inventory import BuildResult as EnvBuild
     from mlmake.envs.inventory import EnvReport, PruneResult
     from mlmake.executors.base import Capacity, Executor
     from mlmake.hookactions import HookResult
     from mlmake.hooks import HookChange, HookState
-    from mlmake.trigger import Request as Request  # serve/ names it through Project's module
+    from mlmake.model import Outcome
+    # serve/ names these through Project's module
+    from mlmake.runs import RunRecord as RunRecord
+    from mlmake.trigger import Request as Request
 
 # the names callers take from here, though they live in the parts below Project
-__all__ = ["MLFILE", "STATE_DIR", "BuildResult", "Project", "RunRecord", "find_mlfile"]
+__all__ = ["MLFILE", "STATE_DIR", "BuildResult", "Project", "find_mlfile"]
 
 
 class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectState):
@@ -119,6 +119,8 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
         "requested") links only the outs that the requested targets and the commands that run
         need, and leaves the others absent.
         """
+        from mlmake import events as ev
+
         reporter = reporter or ev.NullReporter()
         pipeline, graph = self.pipeline, self.graph
         requested = self.requested(targets)
@@ -137,6 +139,9 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
         options = dict(executor_options or {})
         if exec_name == "ray":
             options.update(self._ray_data_plane(remote))
+        from mlmake.executors import make_executor
+        from mlmake.executors.base import check_fits
+
         runner = make_executor(exec_name, **options)
         self._runners.add(runner)
         if self._cancelled:
@@ -158,6 +163,8 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
                  use_remote: bool, remote: str | None) -> Plan:
         """The plan of a build that runs nothing, with each stale target's predicted action
         (run, or restore from the cache or the remote) from the same lookahead a build uses."""
+        from mlmake import events as ev
+
         checker = self._checker()
         plan = checker.plan(names, forced, requested=requested, lean=lean)
         link = self._remote_link(use_remote, False, remote)
@@ -185,12 +192,17 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
         return plan
 
     def _check_fits(self, names: set[str], executor: str | None) -> None:
-        """Refuse what this machine cannot hold, for `-n` and `status` as for a local run."""
-        from mlmake.executors.base import machine_capacity
+        """Refuse what this machine cannot hold, for `-n` and `status` as for a local run.
+        A target asking for one CPU, no GPU and no memory fits any machine: without such a
+        request the executors are not even imported."""
+        if (executor or self.pipeline.executor) != "local":
+            return
+        asks = [self.graph.targets[n].resources for n in names]
+        if all(r.cpus <= 1 and not r.gpus and not r.memory for r in asks):
+            return
+        from mlmake.executors.base import check_fits, machine_capacity
 
-        if (executor or self.pipeline.executor) == "local":
-            need_gpus = any(self.graph.targets[n].resources.gpus for n in names)
-            check_fits(self.pipeline, names, machine_capacity(need_gpus))
+        check_fits(self.pipeline, names, machine_capacity(any(r.gpus for r in asks)))
 
     def _ray_data_plane(self, remote: str | None) -> dict[str, Any]:
         """How Ray tasks reach data: [project] ray_data, and the project's store, hasher and
@@ -215,6 +227,9 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
                keep_going: bool, forced: set[str], reporter: ev.Reporter, trigger: str,
                build_id: str | None = None, link: Callable[..., BuildRemote] | None = None,
                lean: bool = False) -> BuildResult:
+        import secrets
+
+        from mlmake import events as ev
         from mlmake import git
         from mlmake.build import BuildConfig, Builder, BuildParts, LockWriter
         from mlmake.scheduler import Scheduler
@@ -271,7 +286,7 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
                 session.close()
             writer.flush()
             checker.hasher.cache.save()
-            self._update_gitignore()
+            self._update_gitignore(lock)
             summary = _summarize(outcomes, order, time.time() - started, interrupted)
             status = "interrupted" if interrupted or self._cancelled else \
                 ("succeeded" if summary.failed == 0 and summary.blocked == 0 else "failed")
@@ -372,7 +387,7 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
         """Remove the venvs and images that no target of the current Mlfile uses."""
         from mlmake.envs import inventory
 
-        with self._project_lock(True, ev.NullReporter()):
+        with self._project_lock(True):
             checker = self._checker()
             try:
                 return inventory.prune(self.pipeline, checker.env_digest, self.root,
@@ -383,6 +398,8 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
 
 def _summarize(outcomes: dict[str, Outcome], order: list[str], duration: float,
                interrupted: bool) -> ev.Summary:
+    from mlmake import events as ev
+
     counts = {"ran": 0, "reused": 0, "uptodate": 0, "failed": 0, "blocked": 0}
     for n in order:
         o = outcomes.get(n)

@@ -4,14 +4,15 @@ them into the work tree before a build."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlmake import events as ev
 from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
-from mlmake.model import SourceRecord
-from mlmake.plan import Checker
 from mlmake.project_state import ProjectState
+
+if TYPE_CHECKING:
+    from mlmake.model import SourceRecord
+    from mlmake.plan import Checker
 
 
 class DataMixin(ProjectState):
@@ -23,7 +24,7 @@ class DataMixin(ProjectState):
         Git-ignored and recorded in the lock (mlmake.sources.Added per path)."""
         from mlmake import sources
 
-        with self._project_lock(True, ev.NullReporter()):
+        with self._project_lock(True):
             stats = StatCache(self.state_path("statcache"))
             try:
                 return sources.add(self.root, self.lock_path, self.store(stats),
@@ -37,7 +38,7 @@ class DataMixin(ProjectState):
         it as a data source with its URL and the version seen (sources.Imported)."""
         from mlmake import sources
 
-        with self._project_lock(True, ev.NullReporter()):
+        with self._project_lock(True):
             store = self.store()
             try:
                 return sources.import_url(self.root, self.lock_path, store, url, path,
@@ -50,7 +51,7 @@ class DataMixin(ProjectState):
         """Ask the origin of imported sources (default: all) for a new version and record it."""
         from mlmake import sources
 
-        with self._project_lock(True, ev.NullReporter()):
+        with self._project_lock(True):
             store = self.store()
             try:
                 return sources.update(self.root, self.lock_path, store, paths)
@@ -58,27 +59,30 @@ class DataMixin(ProjectState):
                 store.stats.save()
 
     def _data_changes(self, lock: Lock, checker: Checker) -> list[Any]:
+        if not lock.sources:
+            return []
         from mlmake import sources
 
-        return sources.changes(self.root, lock, checker.hasher, checker.store) \
-            if lock.sources else []
+        return sources.changes(self.root, lock, checker.hasher, checker.store)
 
     def _link_sources(self, names: set[str], use_remote: bool, remote: str | None,
                       wait: bool, restore: bool) -> list[str]:
         """The data sources' paths; with `restore`, those that `names` read and the work tree
         lacks are first linked from the cache, else fetched from the remote cache (never
         from their origin)."""
+        lock = Lock.read(self.lock_path)
+        if not lock.sources:
+            return []
         from mlmake import sources
 
-        lock = Lock.read(self.lock_path)
-        if not lock.sources or not restore:
+        if not restore:
             return sources.paths(lock)
         deps = [d for n in names for d in self.graph.targets[n].deps]
         absent = [p for p in lock.sources if not os.path.lexists(os.path.join(self.root, p))
                   and any(sources.covers(p, d) for d in deps)]
         if not absent:
             return sources.paths(lock)
-        with self._project_lock(wait, ev.NullReporter()):
+        with self._project_lock(wait):
             store = self.store()
             r = self.remote(remote) if use_remote else None
             try:

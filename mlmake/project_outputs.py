@@ -7,10 +7,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mlmake import events as ev
 from mlmake.errors import UsageError
 from mlmake.lockfile import Lock
-from mlmake.model import OutRecord
 from mlmake.project_state import ProjectState
 
 if TYPE_CHECKING:
@@ -36,7 +34,7 @@ class OutputsMixin(ProjectState):
         from mlmake.checkout import checkout, checkout_metrics
 
         checker = self._checker()
-        with self._project_lock(True, ev.NullReporter()):
+        with self._project_lock(True):
             result = checkout(self.root, self.lock_path, rev, checker.store, checker.hasher,
                               set(targets) if targets else None, force,
                               self._closure_names(targets, strict=False))
@@ -50,6 +48,7 @@ class OutputsMixin(ProjectState):
     def get_object(self, oid: str, dest: str) -> None:
         """Write the object `oid` (a file, or a directory by its tree hash) to `dest`: how a
         hand-edited out that a build replaced comes back."""
+        from mlmake.model import OutRecord
         from mlmake.store import MANIFEST_SUFFIX
 
         store = self.store()
@@ -74,10 +73,11 @@ class OutputsMixin(ProjectState):
                 if not os.path.exists(os.path.join(self.root, out)):
                     raise UsageError(f"cannot commit '{n}': its out '{out}' does not exist. "
                                      f"Build it with `mlmake {n}`.")
+        from mlmake import events as ev
         from mlmake.build import BuildConfig, Builder, BuildParts, LockWriter
         from mlmake.executors.local import LocalExecutor
 
-        with self._project_lock(True, ev.NullReporter()):
+        with self._project_lock(True):
             lock = Lock.read(self.lock_path)
             checker = self._checker(lock)
             parts = BuildParts(pipeline=self.pipeline, graph=self.graph, checker=checker,
@@ -89,14 +89,14 @@ class OutputsMixin(ProjectState):
                                          parts.reporter)).record(order, force)
             lock.write(set(self.pipeline.targets))
             checker.hasher.cache.save()
-            self._update_gitignore()
+            self._update_gitignore(lock)
         return changed
 
     def gc(self, all_commits: bool = False, dry_run: bool = False) -> GcResult:
         """Remove cache objects that the work tree's lock (or any commit's) does not need."""
         from mlmake.gc import gc
 
-        with self._project_lock(True, ev.NullReporter()):
+        with self._project_lock(True):
             kept = self.experiment_locks()
             return gc(self.root, self.lock_path, self.store(), self.runcache, all_commits,
                       dry_run, self.runs_store, kept)
@@ -148,7 +148,7 @@ class OutputsMixin(ProjectState):
         `doctor.DoctorReport` says what was checked and repaired."""
         from mlmake import doctor
 
-        with self._project_lock(True, ev.NullReporter()):
+        with self._project_lock(True):
             needed = [(out, rec) for e in Lock.read(self.lock_path).entries.values()
                       for out, rec in e.outs.items()]
             r = self.remote(remote) if check_remote else None
@@ -170,7 +170,7 @@ class OutputsMixin(ProjectState):
         try:
             # it writes the local run cache too: as the lock's holder, so that a push killed
             # mid-write has its temporary files swept by the next run, like a build's
-            with self._project_lock(True, ev.NullReporter()):
+            with self._project_lock(True):
                 store = self.store()
                 result = push(r, store, self.runcache,
                               self._shared_entries(targets, all_commits), callback)
@@ -203,7 +203,7 @@ class OutputsMixin(ProjectState):
         if r is None:
             return None
         try:
-            with self._project_lock(True, ev.NullReporter()):
+            with self._project_lock(True):
                 return push(r, self.store(), self.runcache, self._entries_of(locks))
         finally:
             r.close()
@@ -217,7 +217,7 @@ class OutputsMixin(ProjectState):
         if r is None:
             return None
         try:
-            with self._project_lock(True, ev.NullReporter()):
+            with self._project_lock(True):
                 return pull(r, self.store(), self.runcache, self._entries_of(locks))
         finally:
             r.close()
@@ -247,7 +247,7 @@ class OutputsMixin(ProjectState):
         r = self._needs_remote(remote, jobs)
         names = self._closure_names(targets)
         try:
-            with self._project_lock(True, ev.NullReporter()):
+            with self._project_lock(True):
                 checker = self._checker()
                 result = pull(r, checker.store, self.runcache,
                               self._shared_entries(targets, all_commits), callback)

@@ -4,22 +4,19 @@ what commits hold) that the CLI and `mlmake serve` ask."""
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlmake.errors import MlmakeError, UsageError
 from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
-from mlmake.model import OutRecord
 from mlmake.plan import Plan
 from mlmake.project_state import ProjectState
-from mlmake.runs import RunRecord
-from mlmake.store import Store
 
 if TYPE_CHECKING:
     from mlmake.metrics import Diff, Snapshot
     from mlmake.runoutput import RunOutput
+    from mlmake.runs import RunRecord
 
 Q = TypeVar("Q", bound="QueriesMixin")
 
@@ -111,6 +108,8 @@ class QueriesMixin(ProjectState):
         an unknown run or a path that no out of it holds; StoreError when the object is no
         longer in the cache (or was corrupt, and is now taken out)."""
         from mlmake import runoutput
+        from mlmake.model import OutRecord
+        from mlmake.store import Store
 
         build = self.runs_store.build(run_id)
         if build is None:
@@ -189,6 +188,8 @@ class QueriesMixin(ProjectState):
     def secret(self, name: str) -> tuple[str, str]:
         """A random token kept in .mlmake/`name` (mode 0600), made on first use; returns it
         and the file's path."""
+        import secrets
+
         from mlmake.atomic import atomic_write
 
         path = self.state_path(name)

@@ -9,22 +9,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlmake import events as ev
-from mlmake import gitignore
 from mlmake import mlfile as mlfile_mod
 from mlmake.errors import BusyError, MlfileError, MlmakeError
 from mlmake.graph import Graph
 from mlmake.hashing import Hasher, StatCache
 from mlmake.lockfile import Lock
-from mlmake.model import Outcome, Pipeline
 from mlmake.plan import Checker, Plan
-from mlmake.runcache import RunCache
-from mlmake.runs import RunStore
-from mlmake.store import Store
 
+# What only some commands use is imported where it is used, so that `status`, `graph` or
+# `runs` load none of it (tests/unit/test_imports_cost.py holds the line).
 if TYPE_CHECKING:
+    from mlmake import events as ev
     from mlmake.executors.base import Executor
+    from mlmake.model import Outcome, Pipeline
     from mlmake.remote import Remote
+    from mlmake.runcache import RunCache
+    from mlmake.runs import RunStore
+    from mlmake.store import Store
 
 MLFILE = "Mlfile"
 STATE_DIR = ".mlmake"
@@ -36,13 +37,19 @@ class BuildResult:
 
     build_id: str
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    summary: ev.Summary = field(default_factory=ev.Summary)
+    summary: ev.Summary = field(default_factory=lambda: _events().Summary())
     plan: Plan | None = None
 
     @property
     def ok(self) -> bool:
         return self.summary.failed == 0 and self.summary.blocked == 0 \
             and not self.summary.interrupted
+
+
+def _events() -> Any:
+    from mlmake import events
+
+    return events
 
 
 def find_mlfile(start: str, name: str | None = None) -> str:
@@ -166,25 +173,38 @@ class ProjectState:
 
     def store(self, stats: StatCache | None = None) -> Store:
         """The local object store (outs linked into this project's work tree)."""
+        from mlmake.store import Store
+
         return Store(self.shared_path("cache"), self.root,
                      stats or StatCache(self.state_path("statcache")), self.pipeline.link)
 
     @property
     def runcache(self) -> RunCache:
+        from mlmake.runcache import RunCache
+
         return RunCache(self.shared_path("runcache"))
 
     @property
     def runs_store(self) -> RunStore:
+        from mlmake.runs import RunStore
+
         return RunStore(self.shared_path("runs.db"))
 
     def source_paths(self) -> list[str]:
         """The paths of the data sources this checkout's lock records."""
-        from mlmake import sources
-
         try:
-            return sources.paths(Lock.read(self.lock_path))
+            return self._source_paths(Lock.read(self.lock_path))
         except MlmakeError:
             return []
+
+    @staticmethod
+    def _source_paths(lock: Lock) -> list[str]:
+        """`source_paths` of a lock already read."""
+        if not lock.sources:
+            return []
+        from mlmake import sources
+
+        return sources.paths(lock)
 
     def remote(self, name: str | None = None, jobs: int | None = None,
                quick: bool = False) -> Remote | None:
@@ -204,19 +224,27 @@ class ProjectState:
 
     # -- the project lock -------------------------------------------------------------------
     @contextmanager
-    def _project_lock(self, wait: bool, reporter: ev.Reporter) -> Iterator[None]:
+    def _project_lock(self, wait: bool, reporter: ev.Reporter | None = None
+                      ) -> Iterator[None]:
+        """Hold .mlmake/run.lock (one writer of the work tree and cache at a time) and clean
+        up after a run that was killed; `reporter` hears of the wait and the clean-up."""
         from mlmake import recovery
         from mlmake.filelock import file_lock, holder
 
+        def notice(message: str, level: str = "info") -> None:
+            if reporter is not None:
+                from mlmake import events as ev
+
+                reporter.emit(ev.Notice(message, level))
+
         path = self.state_path("run.lock")
-        with file_lock(path, wait, record_pid=True, on_wait=lambda pid: reporter.emit(
-                ev.Notice(f"waiting for another mlmake run (pid {pid}) to finish…"))) as got:
+        with file_lock(path, wait, record_pid=True, on_wait=lambda pid: notice(
+                f"waiting for another mlmake run (pid {pid}) to finish…")) as got:
             if not got:
                 raise BusyError(f"another mlmake run (pid {holder(path)}) is building this "
                                 "project; wait for it or drop --no-wait.")
             with recovery.session(self.state_dir, self.shared_path(), self.root,
-                                  self._all_outs(),
-                                  lambda m: reporter.emit(ev.Notice(m, "warning"))):
+                                  self._all_outs(), lambda m: notice(m, "warning")):
                 yield
 
     def _all_outs(self) -> list[str]:
@@ -225,6 +253,11 @@ class ProjectState:
         except MlmakeError:
             return []
 
-    def _update_gitignore(self) -> None:
+    def _update_gitignore(self, lock: Lock | None = None) -> None:
+        """Keep the cached outs and data sources out of Git (`lock`: the lock as this
+        process holds it, when it has one)."""
+        from mlmake import gitignore
+
         outs = [o for t in self.pipeline.targets.values() for o in t.cached_outs]
-        gitignore.update(self.root, outs + self.source_paths())
+        sources = self.source_paths() if lock is None else self._source_paths(lock)
+        gitignore.update(self.root, outs + sources)

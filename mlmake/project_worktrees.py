@@ -7,11 +7,11 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlmake import events as ev
 from mlmake.errors import MlmakeError
 from mlmake.project_state import BuildResult, ProjectState
 
 if TYPE_CHECKING:
+    from mlmake import events as ev
     from mlmake.exp_store import Experiment
     from mlmake.trigger import Request
 
