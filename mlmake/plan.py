@@ -8,7 +8,6 @@ from typing import Any
 import os
 
 from mlmake import params as params_mod
-from mlmake.envs import spec_digest
 from mlmake.errors import StoreError
 from mlmake.graph import Graph
 from mlmake.hashing import Entry, Hasher, is_glob, target_key, tree_digest
@@ -188,6 +187,8 @@ class Checker:
         if name is None:
             return None
         if name not in self._env_digests:
+            from mlmake.envs import spec_digest  # only for a target that names an env
+
             self._env_digests[name] = spec_digest(self.pipeline.envs[name], self.hasher)
         return self._env_digests[name]
 
