@@ -269,7 +269,7 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
                            hasher=checker.hasher, executor=runner, reporter=reporter, runs=runs,
                            store=checker.store, runcache=runcache, lookahead=lookahead,
                            remote=session)
-        writer = LockWriter(lock, set(self.pipeline.targets), reporter)
+        writer = LockWriter(lock, set(self.pipeline.targets), reporter, background=True)
         reporter.emit(ev.BuildStarted(build_id, tuple(order), (), jobs, runner.name))
         sched = Scheduler(self.graph, names, cap, jobs, keep_going,
                           Builder(config, parts, writer).work,
