@@ -109,9 +109,10 @@ class LockWriter:
             self.lock.entries[name] = entry
             self._unsynced.extend(unsynced)
             self._unsynced_dirs.update(unsynced_dirs)
-            self._dirty = True
+            was_dirty, self._dirty = self._dirty, True
             if self._thread is not None:
-                self._wake.notify()
+                if not was_dirty:
+                    self._wake.notify()  # (it waits for the first entry after a write)
             elif self._due():
                 self._write(*self._take())
 
@@ -173,14 +174,11 @@ class LockWriter:
                 with self.mutex:
                     while not self._dirty and not self._stopping:
                         self._wake.wait()
+                    while not self._stopping and not self._due():
+                        self._wake.wait(self._saved + max(self.interval, 20 * self._cost)
+                                        - time.monotonic())  # a flush cuts it short
                     if self._stopping:
                         return  # flush writes what is left
-                    delay = self._saved + max(self.interval, 20 * self._cost) \
-                        - time.monotonic()
-                    if delay > 0:
-                        self._wake.wait(delay)  # a flush cuts it short
-                        if self._stopping:
-                            return
                     work = self._take()
                 self._write(*work)
         except BaseException as exc:  # kept for flush to raise in the build's thread
@@ -196,6 +194,8 @@ class Builder:
         self.lock = lock
         self.ran: set[str] = set()  # targets whose outs changed in this build
         self._ran_mutex = threading.Lock()
+        self._records: list[RunRecord] = []  # run records not written yet (under _ran_mutex)
+        self._records_at = time.monotonic()
         self._claims: dict[str, Any] = {}
         os.makedirs(config.log_dir, exist_ok=True)
 
@@ -510,12 +510,26 @@ class Builder:
     def _finish(self, t: Target, outcome: Outcome, started: float, state: TargetState,
                 outs: dict[str, OutRecord] | None = None) -> Outcome:
         p = self.parts
-        p.runs.add(RunRecord(
+        rec = RunRecord(
             build=self.config.build_id, target=t.name, key=outcome.key,
             outcome=outcome.status, started=started, duration=outcome.duration,
             commit=self.config.commit, host=outcome.node or p.runs.host,
             executor=p.executor.name, exit_code=outcome.exit_code, log=outcome.log,
             source=outcome.source, message=outcome.message,
-            outs=outs_json(outs) if outs is not None else None))
+            outs=outs_json(outs) if outs is not None else None)
+        with self._ran_mutex:
+            self._records.append(rec)
+            due = time.monotonic() - self._records_at >= 0.2
+            batch, self._records = (self._records, []) if due else ([], self._records)
+            if due:
+                self._records_at = time.monotonic()
+        if batch:  # (at most every 0.2 s: one statement for the targets of that time)
+            p.runs.add_many(batch)
         p.reporter.emit(ev.TargetFinished(outcome))
         return outcome
+
+    def flush(self) -> None:
+        """Write the run records not written yet (the build's end, or its interruption)."""
+        with self._ran_mutex:
+            batch, self._records = self._records, []
+        self.parts.runs.add_many(batch)

@@ -16,11 +16,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlmake import envs, orphans
+from mlmake import orphans
 from mlmake.errors import EnvError
 from mlmake.executors.base import Capacity, Job, JobResult, OnLine, machine_capacity
+
+if TYPE_CHECKING:
+    from mlmake import envs
 
 _GRACE = 3.0
 
@@ -52,6 +55,8 @@ class LocalExecutor:
             if job.env_spec is not None:
                 if self._cancel.is_set():
                     return JobResult(-signal.SIGTERM, "interrupted before it started")
+                from mlmake import envs  # (only a target that names an environment)
+
                 try:
                     runtime = envs.prepare(
                         job.env_spec, job.env_digest or "", job.root, job.state_dir,
@@ -178,16 +183,20 @@ class LocalExecutor:
             orphans.release(record)
 
 
-# Reads "+ PID" (a shell started) and "- PID" (reaped) until its stdin closes, then SIGKILLs
-# the shells still listed: at a normal close none are.
+# Collects "+ PID" (a shell started) and "- PID" (reaped) lines until its stdin closes (cat
+# takes them in bulk: no work per line while mlmake lives), then SIGKILLs the shells still
+# listed: at a normal close none are.
 _GUARD = """
+lines=$(cat)
 p=' '
 while read -r op pid; do
   case $op in
     +) p="$p$pid " ;;
     -) case $p in *" $pid "*) p="${p%%" $pid "*} ${p#*" $pid "}" ;; esac ;;
   esac
-done
+done <<EOF
+$lines
+EOF
 for pid in $p; do kill -s KILL "$pid" 2>/dev/null; done
 """
 
