@@ -227,14 +227,12 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
                keep_going: bool, forced: set[str], reporter: ev.Reporter, trigger: str,
                build_id: str | None = None, link: Callable[..., BuildRemote] | None = None,
                lean: bool = False) -> BuildResult:
-        import secrets
-
         from mlmake import events as ev
         from mlmake import git
         from mlmake.build import BuildConfig, Builder, BuildParts, LockWriter
         from mlmake.scheduler import Scheduler
 
-        build_id = build_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        build_id = build_id or time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
         lock = Lock.read(self.lock_path)
         checker = self._checker(lock)
         runs = self.runs_store
@@ -246,12 +244,12 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
             session.prefetch(lock.entries[n] for n in order if n in lock.entries)
             runcache = session
         lookahead = checker.lookahead(names, requested, runcache, forced, lean)
-        if runner.name == "local":  # no Docker engine, no interpreter: exit 2, nothing runs
-            from mlmake import envs  # (a Ray worker prepares envs on its own node)
+        needs_env = [(n, self.pipeline.envs[env]) for n in order if n in lookahead.must_run
+                     and (env := self.graph.targets[n].env)]
+        if runner.name == "local" and needs_env:  # no Docker engine, no interpreter: exit 2,
+            from mlmake import envs  # nothing runs (a Ray worker prepares envs on its node)
 
-            envs.check([(n, self.pipeline.envs[env]) for n in order
-                        if n in lookahead.must_run
-                        and (env := self.graph.targets[n].env)])
+            envs.check(needs_env)
         started = time.time()
         written = {os.path.relpath(self.lock_path, self.root)} | \
             {o for t in self.pipeline.targets.values() for o in t.all_outs} | \
@@ -269,10 +267,10 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
                            hasher=checker.hasher, executor=runner, reporter=reporter, runs=runs,
                            store=checker.store, runcache=runcache, lookahead=lookahead,
                            remote=session)
-        writer = LockWriter(lock, set(self.pipeline.targets), reporter)
+        writer = LockWriter(lock, set(self.pipeline.targets), reporter, background=True)
         reporter.emit(ev.BuildStarted(build_id, tuple(order), (), jobs, runner.name))
-        sched = Scheduler(self.graph, names, cap, jobs, keep_going,
-                          Builder(config, parts, writer).work,
+        builder = Builder(config, parts, writer)
+        sched = Scheduler(self.graph, names, cap, jobs, keep_going, builder.work,
                           runner.cancel_all, limit_cpus=runner.name == "local")
         interrupted = False
         try:
@@ -285,6 +283,7 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
             if session is not None:
                 session.close()
             writer.flush()
+            builder.flush()
             checker.hasher.cache.save()
             self._update_gitignore(lock)
             summary = _summarize(outcomes, order, time.time() - started, interrupted)

@@ -125,7 +125,6 @@ class OutputsMixin(ProjectState):
         from functools import partial
 
         from mlmake import config as user_config
-        from mlmake.buildremote import BuildRemote
 
         config = user_config.read_config(os.path.join(self.shared_state or self.state_dir,
                                                       user_config.CONFIG))
@@ -140,6 +139,8 @@ class OutputsMixin(ProjectState):
                 raise UsageError("pushing results needs a remote: add a [remote.NAME] table "
                                  "with a url to the Mlfile, or drop --push / [project] push.")
             return None
+        from mlmake.buildremote import BuildRemote
+
         return partial(BuildRemote, r, lookup=use_remote, push=bool(push))
 
     def doctor(self, remote: str | None = None, check_remote: bool = True) -> DoctorReport:

@@ -211,13 +211,14 @@ class ProjectState:
         """The remote `name` (default: .mlmake/config.toml's, else [project] remote, else the
         only one defined) with this clone's overrides applied; None when none is defined."""
         from mlmake import config as user_config
-        from mlmake.remote import Remote
 
         config = user_config.read_config(os.path.join(self.shared_state or self.state_dir,
                                                       user_config.CONFIG))
         spec = user_config.choose(self.pipeline, config, name)
         if spec is None:
             return None
+        from mlmake.remote import Remote
+
         return Remote(spec.name, spec.url, spec.options, root=self.root, jobs=jobs,
                       quick=quick, index_dir=os.path.join(self.shared_state or self.state_dir,
                                                           "remote-packs"))

@@ -16,10 +16,12 @@ import pytest
 
 from mlmake.cli import app
 
-PROBE = ("import json, sys; sys.argv = ['mlmake', *sys.argv[1:]]\n"
+# mlmake.cli.main ends the process (after the atexit handlers): the probe reports from one
+PROBE = ("import atexit, json, sys; sys.argv = ['mlmake', *sys.argv[1:]]\n"
+         "atexit.register(lambda: sys.stderr.write("
+         "'\\nMODULES ' + json.dumps(sorted(sys.modules)) + '\\n'))\n"
          "from mlmake.cli import main\n"
-         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-         "sys.stderr.write('\\nMODULES ' + json.dumps([code, sorted(sys.modules)]) + '\\n')\n")
+         "main()\n")
 
 # Loaded only by the commands that use them: builds (executors, scheduler, store links, run
 # records), remotes, environments, the server, the terminal UI, Git and the object store's
@@ -40,8 +42,7 @@ def modules(root: str, *args: str) -> tuple[int, set[str]]:
                        text=True, env=dict(os.environ))
     line = [x for x in r.stderr.splitlines() if x.startswith("MODULES ")]
     assert line, r.stderr
-    code, mods = json.loads(line[-1][len("MODULES "):])
-    return code, set(mods)
+    return r.returncode, set(json.loads(line[-1][len("MODULES "):]))
 
 
 def loaded(mods: set[str], names: tuple[str, ...]) -> list[str]:
