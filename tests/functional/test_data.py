@@ -125,6 +125,35 @@ def test_a_single_file_source_and_what_add_refuses(repo):
     assert r.code == 2 and "mlmake import" in r.err
 
 
+def test_a_large_tree_is_moved_into_the_store_and_a_changed_file_is_picked_up(repo):
+    """34 MiB: hashed by parallel workers; every file becomes its own object, no copy."""
+    big = {f"data/big/{i % 4}/f{i}.bin": os.urandom(1 << 20) for i in range(34)}
+    repo.write({"Mlfile": """
+        [target.count]
+        cmd = "ls -R data/big | wc -l > count.txt"
+        deps = ["data/big/"]
+        outs = ["count.txt"]
+    """, **big})
+    for rel in big:
+        os.utime(repo.path / rel, ns=(1_600_000_000 * 10**9,) * 2)
+    r = repo.mlmake("add", "data/big")
+    assert r.code == 0 and "added data/big/" in r.out and "34 files, 34.0 MiB" in r.out, r.text
+    cache = repo.path / ".mlmake" / "cache"
+    objects = {(s.st_dev, s.st_ino) for s in (p.stat() for p in cache.rglob("*") if p.is_file())}
+    for rel, data in big.items():
+        st = (repo.path / rel).stat()
+        assert (st.st_dev, st.st_ino) in objects and st.st_nlink == 2
+        assert not st.st_mode & 0o222 and (repo.path / rel).read_bytes() == data
+    assert "unchanged data/big/" in repo.mlmake("add", "data/big").out
+    old = _sources(repo)["data/big"]["hash"]
+    _replace(repo, "data/big/0/f0.bin", "new\n")
+    r = repo.mlmake("add", "data/big")
+    assert r.code == 0 and "updated data/big/" in r.out, r.text
+    assert _sources(repo)["data/big"]["hash"] != old
+    assert repo.mlmake("status", "--json").json().get("data", []) == []
+    assert repo.mlmake().code == 0
+
+
 def test_gc_keeps_data_that_a_kept_commit_records(tracked):
     old = _sources(tracked)["data/raw"]["hash"]
     _replace(tracked, "data/raw/f2.txt", "changed\n")
