@@ -401,7 +401,7 @@ class Project:
                keep_going: bool, forced: set[str], reporter: ev.Reporter, trigger: str,
                build_id: str | None = None, link: Callable[..., BuildRemote] | None = None,
                lean: bool = False) -> BuildResult:
-        from mlmake import git
+        from mlmake import git, sources
         from mlmake.build import BuildConfig, Builder, BuildParts, LockWriter
         from mlmake.scheduler import Scheduler
 
@@ -429,7 +429,8 @@ class Project:
             (set(self.pipeline.params_files) if self.param_overrides else set())
         dirty = git.is_dirty(self.root, written)  # what a build writes itself is not "dirty"
         runs.start_build(build_id, trigger, commit, started, order, runner.name,
-                         params=self.param_overrides or None, dirty=dirty)
+                         params=self.param_overrides or None, dirty=dirty,
+                         data=sources.versions(lock))
         for message in runs.recovered:
             reporter.emit(ev.Notice(message, "warning"))
         config = BuildConfig(build_id=build_id, log_dir=self.shared_path("logs", build_id),

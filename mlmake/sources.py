@@ -60,6 +60,12 @@ def source_records(lock_path: str, all_commits: bool, root: str
     return out
 
 
+def versions(lock: Lock) -> dict[str, str]:
+    """The version of each data source the lock records: path → content hash (what a run
+    record keeps to say which data a build used)."""
+    return {p: rec.hash for p, rec in sorted(lock.sources.items())}
+
+
 def paths(lock: Lock) -> list[str]:
     """The paths of the lock's data sources."""
     return sorted(lock.sources)
@@ -524,4 +530,4 @@ def _keep(staging: str, store: Store) -> OutRecord:
 
 __all__ = ["Added", "DataChange", "Imported", "MissingSourceError", "add",
            "changes", "covers", "ensure", "fetch", "import_url", "out_records", "paths",
-           "pull", "push", "records", "shown", "source_records", "update"]
+           "pull", "push", "records", "shown", "source_records", "update", "versions"]

@@ -323,3 +323,55 @@ def test_a_served_run_of_an_old_rev_uses_that_revs_data(tracked):
     rec = next(r for r in project.runs("count", 50) if r.build == run_id)
     assert rec.outs is not None and rec.outs["summary.txt"]["hash"] == v1_count["hash"]
     assert _raw(tracked)["f1.txt"] == "changed\n"  # the work tree is not touched
+
+
+# -- which data version a run used ------------------------------------------------------------
+def _runs_json(repo: Repo) -> list[dict[str, Any]]:
+    r = repo.mlmake("runs", "--json")
+    assert r.code == 0, r.text
+    return r.json()
+
+
+def test_runs_say_which_data_version_each_build_used(tracked):
+    v1 = _sources(tracked)["data/raw"]["hash"]
+    [first] = _runs_json(tracked)
+    assert first["target"] == "count" and first["data"] == {"data/raw": v1}
+    assert f"data/raw@{v1[:8]}" in tracked.mlmake("runs").out
+    _replace(tracked, "data/raw/f1.txt", "row one\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    v2 = _sources(tracked)["data/raw"]["hash"]
+    assert v2 != v1
+    assert tracked.mlmake().code == 0
+    newest, oldest = _runs_json(tracked)
+    assert (newest["data"], oldest["data"]) == ({"data/raw": v2}, {"data/raw": v1})
+    out = tracked.mlmake("runs").out
+    assert f"data/raw@{v2[:8]}" in out and f"data/raw@{v1[:8]}" in out
+    assert out.index(f"data/raw@{v2[:8]}") < out.index(f"data/raw@{v1[:8]}")  # newest first
+
+
+def test_a_project_without_data_sources_records_no_data(repo):
+    repo.write({"Mlfile": '[target.a]\ncmd = "echo a > a.txt"\nouts = ["a.txt"]\n'})
+    assert repo.mlmake().code == 0
+    assert [r["data"] for r in _runs_json(repo)] == [{}]
+    assert "data" not in repo.mlmake("runs").out.splitlines()[0].split()
+
+
+def test_the_api_gives_each_run_the_data_it_used(tracked):
+    from test_serve import Service
+
+    v1 = _sources(tracked)["data/raw"]["hash"]
+    tracked.write({"Mlfile": tracked.read("Mlfile") + '\n[endpoint.count]\ntargets = ["count"]\n'})
+    _replace(tracked, "data/raw/f2.txt", "row two\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    v2 = _sources(tracked)["data/raw"]["hash"]
+    assert tracked.mlmake().code == 0
+    tracked.commit("v2")
+    svc = Service(tracked)
+    try:
+        served = svc.wait(svc.trigger("count", rev="HEAD~1"))
+        assert served["status"] == "succeeded" and served["data"] == {"data/raw": v1}
+        builds = svc.get("/api/runs")
+        assert [b["data"] for b in builds[:3]] == [{"data/raw": v1}, {"data/raw": v2},
+                                                   {"data/raw": v1}]
+    finally:
+        svc.stop()
