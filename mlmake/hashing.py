@@ -11,13 +11,15 @@ import json
 import marshal
 import os
 import shutil
+import signal
 import stat as stat_mod
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import xxhash
 
@@ -26,6 +28,7 @@ TREE_FORMAT = 1
 _CHUNK = 1 << 20
 _PARALLEL_BYTES = 32 << 20
 _RACY_NS = 100_000_000  # a file modified this recently may change again within one mtime tick
+_local = threading.local()
 
 
 class Entry(NamedTuple):
@@ -42,21 +45,98 @@ def hash_bytes(data: bytes) -> str:
 
 
 def hash_file(path: str) -> str:
-    """xxh3-128 of a file's content, read in 1 MiB chunks."""
+    """xxh3-128 of a file's content, read in 1 MiB chunks into a buffer kept per thread
+    (a fresh buffer per file costs more than hashing a 100 KB file: its pages are
+    faulted in, then unmapped)."""
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray(_CHUNK)
+    view = memoryview(buf)
     h = xxhash.xxh3_128()
-    with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
-        while True:
-            n = fh.readinto(buf)
-            if not n:
-                break
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while n := os.readv(fd, [buf]):
             h.update(view[:n])
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 
 def _hash_files(paths: list[str]) -> list[str]:
     return [hash_file(p) for p in paths]
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def hash_parallel(paths: list[str]) -> list[str] | None:
+    """hash_file of many files in one forked worker process per CPU (at most 8); None
+    where forking is not safe (not Linux, or threads are running).
+
+    Processes rather than threads: no lock (the GIL) is shared between them, so the reads
+    and the hashing of every CPU overlap completely. The files of a worker that failed are
+    read here instead (raising what reading them raises)."""
+    if not sys.platform.startswith("linux") or threading.active_count() > 1 or not paths:
+        return None
+    n = max(1, min(8, _cpus(), len(paths)))
+    parts = [list(range(i, len(paths), n)) for i in range(n)]
+    kids: list[tuple[int, int, list[int]]] = []
+    results: list[str | None] = [None] * len(paths)
+    try:
+        for part in parts:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                _worker([paths[i] for i in part], w)  # never returns
+            os.close(w)
+            kids.append((pid, r, part))
+        for k, (pid, r, part) in enumerate(kids):
+            chunks = []
+            while chunk := os.read(r, 1 << 20):
+                chunks.append(chunk)
+            os.close(r)
+            _, status = os.waitpid(pid, 0)
+            kids[k] = (0, -1, part)
+            try:
+                found = marshal.loads(b"".join(chunks)) if status == 0 else []
+            except (EOFError, ValueError, TypeError):
+                found = []
+            if type(found) is list and len(found) == len(part):
+                for i, d in zip(part, found, strict=True):
+                    results[i] = d if type(d) is str else None
+    finally:
+        for pid, r, _ in kids:
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            if r >= 0:
+                os.close(r)
+    return [d if d is not None else hash_file(p) for p, d in zip(paths, results, strict=True)]
+
+
+def _worker(paths: list[str], w: int) -> NoReturn:
+    """A forked worker of hash_parallel: hash `paths`, send their digests (None for a file
+    it could not read) through the pipe `w`, leave without the parent's cleanup."""
+    code = 1
+    try:
+        os.closerange(3, w)  # not the parent's locks and files
+        os.closerange(w + 1, 1 << 16)
+        found: list[str | None] = []
+        for p in paths:
+            try:
+                found.append(hash_file(p))
+            except OSError:
+                found.append(None)
+        view = memoryview(marshal.dumps(found))
+        while view:
+            view = view[os.write(w, view):]
+        code = 0
+    finally:
+        os._exit(code)
 
 
 def tree_digest(entries: Iterable[Entry]) -> str:
@@ -118,6 +198,8 @@ def _split_find(out: bytes, rels: list[str]) -> dict[str, str] | None:
 
 
 def _py_signature(files: list[tuple[str, os.stat_result]]) -> str:
+    """The stat signature of a walked tree: its files' paths, inodes, sizes, mtimes and
+    modes (Hasher.settle computes the same from FileStates)."""
     return "py:" + hash_bytes(marshal.dumps(
         [(p, s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for p, s in files]))
 
@@ -218,13 +300,28 @@ def _dump(path: str, data: Any) -> None:
         pass  # only a cache: the next check hashes again
 
 
-class Hasher:
-    """Hashes project paths (files, trees, globs) through a StatCache."""
+class Scan(NamedTuple):
+    """A directory tree as hashed: its digest, its sorted entries and each entry's stat."""
 
-    def __init__(self, root: str, cache: StatCache | None = None) -> None:
+    digest: str
+    entries: list[Entry]
+    stats: list[os.stat_result]
+
+
+FileState = tuple[int, int, int, int]  # (inode, size, mtime_ns, st_mode) of a file
+
+
+class Hasher:
+    """Hashes project paths (files, trees, globs) through a StatCache.
+
+    `forked`: new files totalling 32 MiB or more are hashed by `hash_parallel` (forked
+    workers) when the process is single-threaded, as `mlmake add` is; else by threads."""
+
+    def __init__(self, root: str, cache: StatCache | None = None, forked: bool = False) -> None:
         self.root = root
         self.cache = cache or StatCache(None)
         self.now_ns = time.time_ns()
+        self.forked = forked
         self._sigs: dict[str, str] = {}
 
     def prefetch(self, rels: Iterable[str]) -> None:
@@ -316,6 +413,38 @@ class Hasher:
             self.cache.dirty = True
         return digest, entries
 
+    def known(self, rel: str) -> str | None:
+        """The tree's cached digest when its stat signature is unchanged (one stat per
+        file), else None."""
+        cached = self.cache.tree(rel)
+        if cached is None:
+            return None
+        if cached[0].startswith("py:"):  # recorded by `settle`
+            sig: str | None = _py_signature(self._walk(rel))
+        else:
+            sig = self._sigs.pop(rel, None) or self.signatures([rel]).get(rel)
+        return cached[1] if sig == cached[0] else None
+
+    def scan(self, rel: str) -> Scan:
+        """Hash the directory at `rel` file by file (through the stat cache), keeping each
+        file's stat; records no tree signature (see `settle`)."""
+        files = self._walk(rel)
+        entries = self._hash_many(rel, files)
+        return Scan(tree_digest(entries), entries, [st for _, st in files])
+
+    def settle(self, rel: str, digest: str, files: list[tuple[str, FileState]]) -> bool:
+        """Record `digest` as the content of the tree at `rel` whose files (sorted paths in
+        the tree) are now in the given states, so that checking it again costs one stat
+        per file and no read. The signature is the one a Python walk computes (`known`
+        walks for it; a check that uses find records its own the first time). False when
+        a file is too recent to be trusted (as in `tree`)."""
+        if any(self.now_ns - f[2] < _RACY_NS for _, f in files):
+            return False
+        self.cache.trees[rel] = ("py:" + hash_bytes(marshal.dumps(
+            [(p, *f) for p, f in files])), digest)
+        self.cache.dirty = True
+        return True
+
     def glob(self, pattern: str) -> tuple[str, dict[str, str]]:
         """Hash of the files matched by a glob pattern (recursive `**` allowed)."""
         matches = sorted(globmod.glob(pattern, root_dir=self.root, recursive=True))
@@ -386,8 +515,13 @@ class Hasher:
                 todo.append((i, prefix + p, st))
         if todo:
             size = sum(st.st_size for _, _, st in todo)
-            paths = [self.abspath(p) for _, p, _ in todo]
-            if size >= _PARALLEL_BYTES and len(todo) > 1:
+            base = self.root.rstrip(os.sep) + os.sep
+            paths = [base + p for _, p, _ in todo]
+            big = size >= _PARALLEL_BYTES
+            found = hash_parallel(paths) if big and self.forked else None
+            if found is not None:
+                results = found
+            elif big and len(todo) > 1:
                 workers = min(8, (os.cpu_count() or 2) * 2)
                 # batches, not one task per file: a thread hand-off costs about what
                 # hashing a 100 KB file does
@@ -397,7 +531,7 @@ class Hasher:
                         _hash_files, [paths[i:i + step] for i in range(0, len(paths), step)])
                         for d in batch]
             else:
-                results = [hash_file(p) for p in paths]
+                results = _hash_files(paths)
             for (i, p, st), d in zip(todo, results, strict=True):
                 digests[i] = d
                 self.cache.put(p, st, d, self.now_ns)

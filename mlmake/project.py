@@ -228,7 +228,7 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
                build_id: str | None = None, link: Callable[..., BuildRemote] | None = None,
                lean: bool = False) -> BuildResult:
         from mlmake import events as ev
-        from mlmake import git
+        from mlmake import git, sources
         from mlmake.build import BuildConfig, Builder, BuildParts, LockWriter
         from mlmake.scheduler import Scheduler
 
@@ -256,7 +256,8 @@ class Project(DataMixin, OutputsMixin, WorktreesMixin, QueriesMixin, ProjectStat
             (set(self.pipeline.params_files) if self.param_overrides else set())
         dirty = git.is_dirty(self.root, written)  # what a build writes itself is not "dirty"
         runs.start_build(build_id, trigger, commit, started, order, runner.name,
-                         params=self.param_overrides or None, dirty=dirty)
+                         params=self.param_overrides or None, dirty=dirty,
+                         data=sources.versions(lock))
         for message in runs.recovered:
             reporter.emit(ev.Notice(message, "warning"))
         config = BuildConfig(build_id=build_id, log_dir=self.shared_path("logs", build_id),

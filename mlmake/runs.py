@@ -11,11 +11,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+# columns added to `builds` after its first release: an older runs.db gains them on open
+_NEWER_BUILD_COLUMNS = (("dirty", "INTEGER"), ("data", "TEXT"))
+_BUILD_COLUMNS = "id, trigger, commit_sha, started, finished, status, params, targets, " \
+    "summary, host, executor, endpoint, message, dirty, data"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
   id TEXT PRIMARY KEY, trigger TEXT NOT NULL, commit_sha TEXT, started REAL NOT NULL,
   finished REAL, status TEXT NOT NULL, params TEXT, targets TEXT, summary TEXT,
-  host TEXT, executor TEXT, endpoint TEXT, message TEXT, dirty INTEGER
+  host TEXT, executor TEXT, endpoint TEXT, message TEXT, dirty INTEGER, data TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, build TEXT NOT NULL, target TEXT NOT NULL,
@@ -115,31 +119,35 @@ class RunStore:
     def start_build(self, build_id: str, trigger: str, commit: str | None, started: float,
                     targets: list[str], executor: str, params: dict[str, Any] | None = None,
                     endpoint: str | None = None, status: str = "running",
-                    dirty: bool | None = None) -> None:
+                    dirty: bool | None = None, data: dict[str, str] | None = None) -> None:
         """Record a build as started (or queued). Starting a build that was recorded as
         queued keeps the params and endpoint recorded then unless new ones are given.
-        `dirty`: the work tree had changes to tracked files that `commit` does not hold."""
+        `dirty`: the work tree had changes to tracked files that `commit` does not hold.
+        `data`: the version (content hash) of each data source the lock recorded as the
+        build started, path → hash (sources.versions)."""
         self._run(
             "INSERT INTO builds (id, trigger, commit_sha, started, status, params, "
-            "targets, host, executor, endpoint, dirty) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "targets, host, executor, endpoint, dirty, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET trigger = excluded.trigger, "
             "commit_sha = excluded.commit_sha, started = excluded.started, "
             "status = excluded.status, targets = excluded.targets, host = excluded.host, "
             "executor = excluded.executor, "
             "params = COALESCE(excluded.params, builds.params), "
             "endpoint = COALESCE(excluded.endpoint, builds.endpoint), "
-            "dirty = COALESCE(excluded.dirty, builds.dirty)",
+            "dirty = COALESCE(excluded.dirty, builds.dirty), "
+            "data = COALESCE(excluded.data, builds.data)",
             (build_id, trigger, commit, started, status,
              json.dumps(params) if params is not None else None,
              json.dumps(targets), self.host, executor, endpoint,
-             None if dirty is None else int(dirty)))
+             None if dirty is None else int(dirty),
+             json.dumps(data, sort_keys=True) if data is not None else None))
 
     def update_build(self, build_id: str, **fields: Any) -> None:
         cols = {"commit": "commit_sha"}
         sets, values = [], []
         for k, v in fields.items():
             sets.append(f"{cols.get(k, k)} = ?")
-            values.append(json.dumps(v) if k in ("summary", "params", "targets") else v)
+            values.append(json.dumps(v) if k in ("summary", "params", "targets", "data") else v)
         self._run(f"UPDATE builds SET {', '.join(sets)} WHERE id = ?",
                            (*values, build_id))
 
@@ -183,19 +191,14 @@ class RunStore:
         """Builds, newest first, as JSON-ready dicts."""
         if not os.path.exists(self.path):
             return []
-        rows = self._run(
-            "SELECT id, trigger, commit_sha, started, finished, status, params, targets, "
-            "summary, host, executor, endpoint, message, dirty FROM builds ORDER BY started DESC "
-            "LIMIT ?", (limit,))
+        rows = self._run(f"SELECT {_BUILD_COLUMNS} FROM builds ORDER BY started DESC LIMIT ?",
+                         (limit,))
         return [_build_dict(r) for r in rows]
 
     def build(self, build_id: str) -> dict[str, Any] | None:
         if not os.path.exists(self.path):
             return None
-        found = self._run(
-            "SELECT id, trigger, commit_sha, started, finished, status, params, targets, "
-            "summary, host, executor, endpoint, message, dirty FROM builds WHERE id = ?",
-            (build_id,))
+        found = self._run(f"SELECT {_BUILD_COLUMNS} FROM builds WHERE id = ?", (build_id,))
         r = found[0] if found else None
         return _build_dict(r) if r else None
 
@@ -225,11 +228,12 @@ class RunStore:
 def _add_columns(db: sqlite3.Connection) -> None:
     """Columns newer than a runs.db written by an older mlmake (their rows read as NULL)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
-    if "dirty" not in have:
-        try:
-            db.execute("ALTER TABLE builds ADD COLUMN dirty INTEGER")
-        except sqlite3.OperationalError:  # another process added it first
-            pass
+    for name, kind in _NEWER_BUILD_COLUMNS:
+        if name not in have:
+            try:
+                db.execute(f"ALTER TABLE builds ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError:  # another process added it first
+                pass
 
 
 def _setup(db: sqlite3.Connection) -> None:
@@ -270,10 +274,16 @@ def _record(r: tuple[Any, ...]) -> RunRecord:
 
 
 def _build_dict(r: tuple[Any, ...]) -> dict[str, Any]:
+    """A build as a JSON-ready dict; `data` is {} for a build recorded before it existed."""
     keys = ("id", "trigger", "commit", "started", "finished", "status", "params", "targets",
-            "summary", "host", "executor", "endpoint", "message", "dirty")
+            "summary", "host", "executor", "endpoint", "message", "dirty", "data")
     d = dict(zip(keys, r, strict=True))
     d["dirty"] = None if d["dirty"] is None else bool(d["dirty"])
-    for k in ("params", "targets", "summary"):
+    for k in ("params", "targets", "summary", "data"):
         d[k] = json.loads(d[k]) if d[k] else ({} if k != "targets" else [])
     return d
+
+
+def data_labels(data: dict[str, str]) -> list[str]:
+    """A build's data versions as people read them: `path@shorthash` per source."""
+    return [f"{path}@{digest[:8]}" for path, digest in sorted(data.items())]

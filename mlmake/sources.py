@@ -60,6 +60,12 @@ def source_records(lock_path: str, all_commits: bool, root: str
     return out
 
 
+def versions(lock: Lock) -> dict[str, str]:
+    """The version of each data source the lock records: path → content hash (what a run
+    record keeps to say which data a build used)."""
+    return {p: rec.hash for p, rec in sorted(lock.sources.items())}
+
+
 def paths(lock: Lock) -> list[str]:
     """The paths of the lock's data sources."""
     return sorted(lock.sources)
@@ -99,6 +105,7 @@ def add(root: str, lock_path: str, store: Store, hasher: Hasher, targets: Iterab
         if not os.path.lexists(os.path.join(root, rel)):
             raise UsageError(f"'{rel}' does not exist: nothing to add.")
     lock = Lock.read(lock_path)
+    hasher = Hasher(hasher.root, hasher.cache, forked=True)  # see Hasher
     done = []
     for rel in rels:
         old = lock.sources.get(rel)
@@ -114,23 +121,37 @@ def add(root: str, lock_path: str, store: Store, hasher: Hasher, targets: Iterab
 def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord | None
            ) -> tuple[OutRecord, bool]:
     """Hash `rel`, put it in the store unless its recorded version is already there, and
-    link it back; (its out record, whether it differs from `old`)."""
+    link it back; (its out record, whether it differs from `old`).
+
+    A tree is walked and read once (Hasher.scan: in forked workers), its files moved into
+    the store in bulk (Store.adopt: one sync, then a chmod and a link per file), and the
+    stat signature of the result recorded from what is known (Hasher.settle), so adding it
+    again unchanged costs one stat per file."""
     full = os.path.join(root, rel)
     st = os.stat(full)
     if stat_mod.S_ISDIR(st.st_mode):
-        if old is not None and old.hash == hasher.tree(rel)[0] \
-                and store.has(old.hash + MANIFEST_SUFFIX):  # the stat-signature fast path
-            return old.out, False
-        digest, entries = hasher.tree(rel, manifest=True)
-        size = sum(os.path.getsize(os.path.join(full, e.path)) for e in entries)
-        rec = OutRecord(digest, "dir", size, len(entries))
-        store.save_out(rel, rec, entries)
+        manifest = old is not None and old.is_dir and store.has(old.hash + MANIFEST_SUFFIX)
+        if manifest and old is not None and hasher.known(rel) == old.hash:
+            return old.out, False  # the stat-signature fast path
+        scan = hasher.scan(rel)
+        files = [(f"{full}/{e.path}", e.hash, e.executable, s)
+                 for e, s in zip(scan.entries, scan.stats, strict=True)]
+        rec = OutRecord(scan.digest, "dir", sum(s.st_size for s in scan.stats),
+                        len(scan.entries))
+        if manifest and old is not None and old.hash == scan.digest:
+            states = [(s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for s in scan.stats]
+            rec = old.out
+        else:
+            states = store.adopt(files)
+            store.add_manifest(scan.entries)  # last: a manifest names only complete objects
+        hasher.settle(rel, scan.digest, [(e.path, state) for e, state
+                                         in zip(scan.entries, states, strict=True)])
     else:
         oid = hasher.file(rel, st)
         if old is not None and old.hash == oid and store.has(oid):
             return old.out, False
         rec = OutRecord(oid, "file", st.st_size, executable=bool(st.st_mode & 0o111))
-        store.save_out(rel, rec, None)
+        store.adopt([(full, oid, rec.executable, st)])
     return rec, old is None or old.hash != rec.hash
 
 
@@ -509,4 +530,4 @@ def _keep(staging: str, store: Store) -> OutRecord:
 
 __all__ = ["Added", "DataChange", "Imported", "MissingSourceError", "add",
            "changes", "covers", "ensure", "fetch", "import_url", "out_records", "paths",
-           "pull", "push", "records", "shown", "source_records", "update"]
+           "pull", "push", "records", "shown", "source_records", "update", "versions"]

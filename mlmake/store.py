@@ -13,11 +13,15 @@ import json
 import os
 import shutil
 import stat as stat_mod
-from typing import Any, Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from mlmake import atomic
 from mlmake.errors import StoreError
-from mlmake.hashing import Entry, StatCache, hash_file, tree_digest
+from mlmake.hashing import Entry, FileState, StatCache, hash_file, tree_digest
+from mlmake.links import copy_file as _copy, link as _link, reflink as _reflink, remove_path, \
+    unlink_quiet as _unlink
 from mlmake.model import MANIFEST_SUFFIX, OutRecord
 
 __all__ = ["MANIFEST_SUFFIX", "CorruptObjectError", "MissingObjectError", "Store", "referenced",
@@ -98,8 +102,6 @@ class Store:
         return st
 
     def stats_now(self) -> int:
-        import time
-
         return time.time_ns()
 
     def add_file(self, src: str, oid: str, executable: bool, move: bool = True,
@@ -149,6 +151,12 @@ class Store:
             if move:
                 try:
                     os.link(src, tmp)
+                    linked = True
+                except OSError:
+                    pass
+            if not linked and self._link == "reflink":
+                try:
+                    _reflink(src, tmp)  # no second copy of the data either
                     linked = True
                 except OSError:
                     pass
@@ -353,31 +361,103 @@ class Store:
 
         The work-tree file becomes its own object (a hard link, no second copy) only when
         hard links are this store's link type; with reflinks or copies the object is a copy
-        and the work tree gets its own reflink or private copy, as a restore would give."""
+        and the work tree gets its own reflink or private copy, as a restore would give.
+        `sync=False` (a file out): see `adopt`."""
         full = os.path.join(self.root, out)
-        link = link and self._moves(os.path.dirname(full))
         if record.is_dir:
             assert entries is not None
-            self.add_files([(os.path.join(full, e.path), e.hash, e.executable)
-                            for e in entries], move=link)
-            for e in entries:
-                self._save_file(os.path.join(full, e.path), e.hash, e.executable, link)
-            self.add_manifest(entries)  # last: a manifest names only complete objects
+            files = [(f"{full}/{e.path}", e.hash, e.executable) for e in entries]
         else:
-            self._save_file(full, record.hash, record.executable, link, sync)
+            files = [(full, record.hash, record.executable)]
+        if link and self._moves(os.path.dirname(full)):
+            # a directory out's files are synced as a batch either way
+            self.adopt([(p, oid, x, os.stat(p)) for p, oid, x in files],
+                       sync=sync or record.is_dir)
+        else:
+            self.add_files(files, move=False)
+        if record.is_dir:
+            assert entries is not None
+            self.add_manifest(entries)  # last: a manifest names only complete objects
 
-    def _save_file(self, path: str, oid: str, executable: bool, link: bool,
-                   sync: bool = True) -> None:
-        self.add_file(path, oid, executable, move=link, sync=sync)
-        if not link:
-            return
-        obj = self.object_path(oid)
+    def adopt(self, files: list[tuple[str, str, bool, os.stat_result]],
+              sync: bool = True) -> list[FileState]:
+        """Make work-tree files (path, oid, executable, their stat when hashed) their own
+        objects, without a second copy where the filesystem allows; returns the state each
+        path has afterwards.
+
+        With hard links as this store's link type, each file is made read-only and linked
+        into the store under its hash, or, when an equal object is already stored (and
+        verifies), replaced by a link to it. One sync of the filesystem comes first: an
+        object's name appears (a link is atomic) only over data already on disk, so a crash
+        at any instant leaves a complete object or none. The stat cache learns each object
+        from the stat it was hashed with, so a file changed since its hash is re-read before
+        it is ever linked. Otherwise (reflinks, copies, another filesystem) objects are
+        staged copies (`add_files`) and the work tree is left as it is. `sync=False` skips
+        the sync: the caller fsyncs the objects before anything durable (the lock, a run-cache
+        entry) names them.
+        """
+        if not files:
+            return []
+        if not self._moves(os.path.dirname(files[0][0])):
+            self.add_files([(p, oid, x) for p, oid, x, _ in files], move=False)
+            return [_state(st) for *_, st in files]
         try:
-            if os.path.samefile(obj, path):
-                return
-        except FileNotFoundError:
-            pass
-        self._place(obj, path)
+            if not sync:
+                pass  # the caller fsyncs the objects before anything durable names them
+            elif len(files) == 1:
+                atomic.fsync_file(files[0][0])
+            else:
+                atomic.sync_fs(self.path)
+        except OSError as exc:
+            raise self._write_error(exc, files[0][0]) from None
+        now = self.stats_now()
+        put, key, made = self.stats.put, self._stat_key, self._made
+        states: list[FileState] = []
+        for src, oid, executable, st in files:  # (a hot loop: 10,000 files are common)
+            mode = _RO_EXEC if executable else _RO
+            shard = f"{self.path}{os.sep}{oid[:2]}"
+            try:
+                if st.st_mode & 0o7777 != mode:
+                    os.chmod(src, mode)  # before the link: an object is never writable
+                if shard not in made:
+                    self._mkdir(shard)
+                os.link(src, f"{shard}{os.sep}{oid[2:]}")
+            except FileExistsError:
+                states.append(self._join(src, oid, st, mode))
+                continue
+            except OSError as exc:
+                raise self._write_error(exc, src) from None
+            put(key(oid), st, oid, now)
+            states.append((st.st_ino, st.st_size, st.st_mtime_ns, (st.st_mode & ~0o7777) | mode))
+        return states
+
+    def _join(self, src: str, oid: str, st: os.stat_result, mode: int) -> FileState:
+        """`src` holds the content of the stored object `oid`: leave it if it is that object,
+        else replace it with a link to the object once the object verifies (a corrupt one is
+        set aside and `src` becomes the object instead)."""
+        obj = self.object_path(oid)
+        for _ in range(2):
+            try:
+                ost = os.stat(obj)
+            except FileNotFoundError:
+                ost = None
+            if ost is not None and ost.st_ino == st.st_ino and ost.st_dev == st.st_dev:
+                return _state(ost)
+            try:
+                ost = self.verify(oid, src)
+            except StoreError:  # corrupt (set aside) or gone: ours takes its place
+                try:
+                    os.link(src, obj)
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    raise self._write_error(exc, src) from None
+                self.stats.put(self._stat_key(oid), st, oid, self.stats_now())
+                return (st.st_ino, st.st_size, st.st_mtime_ns, (st.st_mode & ~0o7777) | mode)
+            self._place(obj, src)
+            return _state(ost)
+        raise StoreError(f"the cache object {oid[:12]}… keeps changing while "
+                         f"'{src}' is stored; is another program writing into {self.path}?")
 
     def restore(self, out: str, record: OutRecord, stat_key_prefix: str = "") -> int:
         """Link an out from the store into the work tree, replacing what is there.
@@ -396,7 +476,7 @@ class Store:
             os.makedirs(full, exist_ok=True)
             made = {full}
             now = self.stats_now()
-            for e, st in zip(entries, stats):
+            for e, st in zip(entries, stats, strict=True):
                 dest = f"{full}/{e.path}"
                 parent = dest.rsplit("/", 1)[0]
                 if parent not in made:
@@ -512,57 +592,8 @@ class Store:
         return self._link
 
 
-def _link(kind: str, obj: str, dest: str) -> None:
-    """Make `dest` a `kind` link of the object file `obj` (copies are writable)."""
-    if kind == "hardlink":
-        os.link(obj, dest)
-    elif kind == "reflink":
-        _reflink(obj, dest)
-        os.chmod(dest, 0o644 | (os.stat(obj).st_mode & 0o111))
-    elif kind == "symlink":
-        os.symlink(obj, dest)
-    else:
-        _copy(obj, dest)
-
-
-def _reflink(src: str, dest: str) -> None:
-    """A copy-on-write clone of `src` at `dest`: Linux's FICLONE ioctl here, dvc-objects'
-    elsewhere (whose import, fsspec included, costs more than a small build's hashing)."""
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        from dvc_objects.fs.system import reflink
-
-        reflink(src, dest)
-        return
-    import fcntl
-
-    src_fd = os.open(src, os.O_RDONLY)
-    try:
-        dst_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            fcntl.ioctl(dst_fd, _FICLONE, src_fd)
-        except OSError:
-            os.close(dst_fd)
-            _unlink(dest)
-            raise
-        os.close(dst_fd)
-    finally:
-        os.close(src_fd)
-
-
-_FICLONE = 0x40049409  # _IOW(0x94, 9, int)
-
-
-def _copy(src: str, dest: str) -> None:
-    atomic.atomic_copy(src, dest, 0o644 | (os.stat(src).st_mode & 0o111))
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+def _state(st: os.stat_result) -> FileState:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
 def _free_bytes(path: str) -> int:
@@ -581,23 +612,6 @@ def _size(n: int) -> str:
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n} B"
-
-
-def remove_path(path: str) -> None:
-    """Delete a file or a directory tree (read-only links included); nothing if absent."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat_mod.S_ISDIR(st.st_mode):
-        shutil.rmtree(path, onerror=_force_writable)
-    else:
-        os.unlink(path)
-
-
-def _force_writable(func: Any, path: str, _exc: Any) -> None:
-    os.chmod(os.path.dirname(path), 0o755)
-    func(path)
 
 
 def referenced(store: Store, records: Iterable[OutRecord]) -> set[str]:

@@ -246,8 +246,10 @@ def runs_cmd(g: Ctx, target: str | None, limit: int, as_json: bool) -> int:
     recs = project.runs(target, limit)
     project_runs = {b["id"]: b for b in project.runs_store.builds(max(500, limit))}
     if as_json:
-        click.echo(json.dumps([{**r.as_json(), "dirty": project_runs.get(r.build, {})
-                                .get("dirty")} for r in recs], indent=2, sort_keys=True))
+        click.echo(json.dumps([{**r.as_json(),
+                                "dirty": project_runs.get(r.build, {}).get("dirty"),
+                                "data": project_runs.get(r.build, {}).get("data") or {}}
+                               for r in recs], indent=2, sort_keys=True))
         return 0
     if not recs:
         click.echo("no runs recorded yet")
@@ -255,9 +257,16 @@ def runs_cmd(g: Ctx, target: str | None, limit: int, as_json: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from mlmake.runs import data_labels
+
+    labels = {r.build: data_labels(project_runs.get(r.build, {}).get("data") or {})
+              for r in recs}
     table = Table(box=None, pad_edge=False)
     for col in ("started", "target", "outcome", "duration", "commit", "trigger/build", "host"):
         table.add_column(col)
+    widest = max((len(v) for vs in labels.values() for v in vs), default=0)
+    if widest:  # the data version each run read, one source a line, never cut
+        table.add_column("data", no_wrap=True, min_width=min(60, widest))
     for r in recs:
         b = project_runs.get(r.build, {})
         table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)), r.target,
@@ -265,7 +274,8 @@ def runs_cmd(g: Ctx, target: str | None, limit: int, as_json: bool) -> int:
                                    r.exit_code not in (None, 0) else ""),
                       f"{r.duration:.2f}s",
                       (r.commit or "")[:10] + ("+" if b.get("dirty") else ""),
-                      f"{b.get('trigger', '?')} {r.build}", r.host)
+                      f"{b.get('trigger', '?')} {r.build}", r.host,
+                      *(("\n".join(labels[r.build]),) if widest else ()))
     Console(width=max(100, _term_width())).print(table)
     if any(project_runs.get(r.build, {}).get("dirty") for r in recs):
         click.echo("+ built from a work tree with uncommitted changes to tracked files")

@@ -125,6 +125,35 @@ def test_a_single_file_source_and_what_add_refuses(repo):
     assert r.code == 2 and "mlmake import" in r.err
 
 
+def test_a_large_tree_is_moved_into_the_store_and_a_changed_file_is_picked_up(repo):
+    """34 MiB: hashed by parallel workers; every file becomes its own object, no copy."""
+    big = {f"data/big/{i % 4}/f{i}.bin": os.urandom(1 << 20) for i in range(34)}
+    repo.write({"Mlfile": """
+        [target.count]
+        cmd = "ls -R data/big | wc -l > count.txt"
+        deps = ["data/big/"]
+        outs = ["count.txt"]
+    """, **big})
+    for rel in big:
+        os.utime(repo.path / rel, ns=(1_600_000_000 * 10**9,) * 2)
+    r = repo.mlmake("add", "data/big")
+    assert r.code == 0 and "added data/big/" in r.out and "34 files, 34.0 MiB" in r.out, r.text
+    cache = repo.path / ".mlmake" / "cache"
+    objects = {(s.st_dev, s.st_ino) for s in (p.stat() for p in cache.rglob("*") if p.is_file())}
+    for rel, data in big.items():
+        st = (repo.path / rel).stat()
+        assert (st.st_dev, st.st_ino) in objects and st.st_nlink == 2
+        assert not st.st_mode & 0o222 and (repo.path / rel).read_bytes() == data
+    assert "unchanged data/big/" in repo.mlmake("add", "data/big").out
+    old = _sources(repo)["data/big"]["hash"]
+    _replace(repo, "data/big/0/f0.bin", "new\n")
+    r = repo.mlmake("add", "data/big")
+    assert r.code == 0 and "updated data/big/" in r.out, r.text
+    assert _sources(repo)["data/big"]["hash"] != old
+    assert repo.mlmake("status", "--json").json().get("data", []) == []
+    assert repo.mlmake().code == 0
+
+
 def test_gc_keeps_data_that_a_kept_commit_records(tracked):
     old = _sources(tracked)["data/raw"]["hash"]
     _replace(tracked, "data/raw/f2.txt", "changed\n")
@@ -294,3 +323,55 @@ def test_a_served_run_of_an_old_rev_uses_that_revs_data(tracked):
     rec = next(r for r in project.runs("count", 50) if r.build == run_id)
     assert rec.outs is not None and rec.outs["summary.txt"]["hash"] == v1_count["hash"]
     assert _raw(tracked)["f1.txt"] == "changed\n"  # the work tree is not touched
+
+
+# -- which data version a run used ------------------------------------------------------------
+def _runs_json(repo: Repo) -> list[dict[str, Any]]:
+    r = repo.mlmake("runs", "--json")
+    assert r.code == 0, r.text
+    return r.json()
+
+
+def test_runs_say_which_data_version_each_build_used(tracked):
+    v1 = _sources(tracked)["data/raw"]["hash"]
+    [first] = _runs_json(tracked)
+    assert first["target"] == "count" and first["data"] == {"data/raw": v1}
+    assert f"data/raw@{v1[:8]}" in tracked.mlmake("runs").out
+    _replace(tracked, "data/raw/f1.txt", "row one\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    v2 = _sources(tracked)["data/raw"]["hash"]
+    assert v2 != v1
+    assert tracked.mlmake().code == 0
+    newest, oldest = _runs_json(tracked)
+    assert (newest["data"], oldest["data"]) == ({"data/raw": v2}, {"data/raw": v1})
+    out = tracked.mlmake("runs").out
+    assert f"data/raw@{v2[:8]}" in out and f"data/raw@{v1[:8]}" in out
+    assert out.index(f"data/raw@{v2[:8]}") < out.index(f"data/raw@{v1[:8]}")  # newest first
+
+
+def test_a_project_without_data_sources_records_no_data(repo):
+    repo.write({"Mlfile": '[target.a]\ncmd = "echo a > a.txt"\nouts = ["a.txt"]\n'})
+    assert repo.mlmake().code == 0
+    assert [r["data"] for r in _runs_json(repo)] == [{}]
+    assert "data" not in repo.mlmake("runs").out.splitlines()[0].split()
+
+
+def test_the_api_gives_each_run_the_data_it_used(tracked):
+    from test_serve import Service
+
+    v1 = _sources(tracked)["data/raw"]["hash"]
+    tracked.write({"Mlfile": tracked.read("Mlfile") + '\n[endpoint.count]\ntargets = ["count"]\n'})
+    _replace(tracked, "data/raw/f2.txt", "row two\n")
+    assert tracked.mlmake("add", "data/raw").code == 0
+    v2 = _sources(tracked)["data/raw"]["hash"]
+    assert tracked.mlmake().code == 0
+    tracked.commit("v2")
+    svc = Service(tracked)
+    try:
+        served = svc.wait(svc.trigger("count", rev="HEAD~1"))
+        assert served["status"] == "succeeded" and served["data"] == {"data/raw": v1}
+        builds = svc.get("/api/runs")
+        assert [b["data"] for b in builds[:3]] == [{"data/raw": v1}, {"data/raw": v2},
+                                                   {"data/raw": v1}]
+    finally:
+        svc.stop()

@@ -16,6 +16,7 @@ from mlmake.hashing import (
     glob_digest,
     hash_bytes,
     hash_file,
+    hash_parallel,
     target_key,
     tree_digest,
 )
@@ -412,3 +413,76 @@ def test_tree_hash_is_the_same_with_or_without_find(tmp_path: Path, monkeypatch,
     assert h2.tree("d1")[0] == expected  # from the signature fast path
     (root / "d1" / "a.txt").write_text("changed")
     assert h2.tree("d1")[0] != expected
+
+
+# -- bulk hashing (what `mlmake add` uses) ------------------------------------------------------
+
+def test_forked_workers_hash_a_large_tree_exactly_as_a_read_does(tmp_path: Path):
+    files = {f"d/{i:02d}/f{i}.bin": os.urandom(1 << 20) + bytes([i]) for i in range(34)}
+    files["d/empty"] = b""
+    write(tmp_path, files)  # 34 MiB: over the size where workers are used
+    scan = Hasher(str(tmp_path), StatCache(None), forked=True).scan("d")
+    digest, entries = Hasher(str(tmp_path), StatCache(None)).tree("d", manifest=True)
+    assert (scan.digest, scan.entries) == (digest, entries)
+    assert [e.hash for e in entries] == [hash_bytes(files["d/" + e.path]) for e in entries]
+    assert [s.st_size for s in scan.stats] == [len(files["d/" + e.path]) for e in entries]
+
+
+def test_a_file_a_worker_cannot_read_is_reported_by_the_caller(tmp_path: Path):
+    write(tmp_path, {"a": "1", "b": "2"})
+    paths = [str(tmp_path / "a"), str(tmp_path / "gone"), str(tmp_path / "b")]
+    with pytest.raises(FileNotFoundError):
+        hash_parallel(paths)
+    assert hash_parallel(paths[::2]) == [hash_bytes(b"1"), hash_bytes(b"2")]
+
+
+def test_no_workers_are_forked_while_threads_run(tmp_path: Path):
+    import threading
+
+    write(tmp_path, {"a": "1"})
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert hash_parallel([str(tmp_path / "a")]) is None
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_a_settled_tree_is_known_until_a_file_changes(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    write(tmp_path, {"d/a": "1", "d/sub/b": "2"})
+    cache = StatCache(None)
+    scan = Hasher(str(tmp_path), cache).scan("d")
+    states = [(s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for s in scan.stats]
+    hasher = Hasher(str(tmp_path), cache)
+    assert hasher.known("d") is None  # scanned, not settled
+    assert hasher.settle("d", scan.digest, [(e.path, st) for e, st in
+                                             zip(scan.entries, states, strict=True)])
+    calls = count_reads(monkeypatch)
+    assert Hasher(str(tmp_path), cache).known("d") == scan.digest
+    assert Hasher(str(tmp_path), cache).path("d") == scan.digest  # a check with find
+    assert calls == []
+    os.chmod(tmp_path / "d" / "a", 0o444)
+    assert Hasher(str(tmp_path), cache).known("d") is None
+
+
+def test_a_tree_settled_with_states_it_does_not_have_is_not_known(tmp_path: Path):
+    write(tmp_path, {"d/a": "1"})
+    cache = StatCache(None)
+    scan = Hasher(str(tmp_path), cache).scan("d")
+    s = scan.stats[0]
+    Hasher(str(tmp_path), cache).settle("d", scan.digest, [
+        ("a", (s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode & ~0o222))])
+    assert Hasher(str(tmp_path), cache).known("d") is None
+
+
+def test_a_recently_written_tree_is_not_settled(tmp_path: Path):
+    write(tmp_path, {"d/a": "1"}, past=False)
+    cache = StatCache(None)
+    scan = Hasher(str(tmp_path), cache).scan("d")
+    s = scan.stats[0]
+    assert not Hasher(str(tmp_path), cache).settle(
+        "d", scan.digest, [("a", (s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode))])
+    assert "d" not in cache.trees

@@ -292,3 +292,60 @@ def test_copy_link_mode_gives_a_freshly_built_out_a_private_copy(ws: Workspace):
     model = ws.root / "model.txt"
     assert not os.path.samefile(model, ws.project().store().object_path(
         ws.out_hash("train", "model.txt")))
+
+
+# -- adopting work-tree files (what `mlmake add` does) -----------------------------------------
+def _adopt(tree: Tree, *rels: str) -> list[tuple[int, int, int, int]]:
+    files = []
+    for rel in rels:
+        full = str(tree.root / rel)
+        st = os.stat(full)
+        files.append((full, hash_file(full), bool(st.st_mode & 0o111), st))
+    return tree.store.adopt(files)
+
+
+def test_adopted_files_become_their_own_read_only_objects(tree: Tree):
+    tree.write("d/a.txt", b"a")
+    tree.write("d/run.sh", b"#!/bin/sh\n", executable=True)
+    states = _adopt(tree, "d/a.txt", "d/run.sh")
+    for rel, state in zip(("d/a.txt", "d/run.sh"), states, strict=True):
+        p = tree.root / rel
+        st = p.stat()
+        assert os.path.samefile(p, tree.obj(hash_file(str(p))))  # no second copy
+        assert not writable(p)
+        assert state == (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+    assert os.access(tree.root / "d/run.sh", os.X_OK)
+    tree.store.verify(hash_file(str(tree.root / "d/run.sh")))
+
+
+def test_a_file_whose_content_is_stored_becomes_a_link_to_that_object(tree: Tree):
+    tree.write("a.txt", b"same")
+    tree.write("b.txt", b"same")
+    _adopt(tree, "a.txt")
+    [state] = _adopt(tree, "b.txt")
+    assert os.path.samefile(tree.root / "a.txt", tree.root / "b.txt")
+    assert state[0] == (tree.root / "a.txt").stat().st_ino
+
+
+def test_a_corrupt_stored_object_is_replaced_never_linked(tree: Tree):
+    tree.write("a.txt", b"good bytes")
+    oid = hash_file(str(tree.root / "a.txt"))
+    _adopt(tree, "a.txt")
+    remove_path(str(tree.root / "a.txt"))
+    corrupt(tree.obj(oid))
+    tree.write("b.txt", b"good bytes")
+    _adopt(tree, "b.txt")
+    assert (tree.root / "b.txt").read_bytes() == b"good bytes"
+    assert os.path.samefile(tree.root / "b.txt", tree.obj(oid))
+    tree.store.verify(oid)
+
+
+def test_adopting_without_hard_links_stores_copies_and_leaves_the_files(tmp_path: Path):
+    tree = Tree(tmp_path, ("copy",))
+    tree.write("a.txt", b"a")
+    before = (tree.root / "a.txt").stat()
+    [state] = _adopt(tree, "a.txt")
+    assert state[0] == before.st_ino and writable(tree.root / "a.txt")
+    obj = tree.obj(hash_file(str(tree.root / "a.txt")))
+    assert obj.read_bytes() == b"a" and not writable(obj)
+    assert not os.path.samefile(obj, tree.root / "a.txt")
