@@ -96,7 +96,7 @@ def expect(res: Result, rcs, what: str):
         tail = "\n".join(res.log.splitlines()[-40:])
         raise BenchError(f"{what}: exit code {res.rc} (expected {sorted(rcs)}) after "
                          f"{res.wall:.2f} s\n  reproduce: {res.cmdline()}\n  output tail:\n"
-                         + "\n".join("    " + l for l in tail.splitlines()))
+                         + "\n".join("    " + line for line in tail.splitlines()))
     return res
 
 
@@ -292,7 +292,9 @@ class Bench:
             check_outs(fx.make_dir, names, contents)
             x = expect(run(self.mlc(fx.ml_dir, "-j", "1"), fx.ml_dir), {0}, "a: mlmake full build")
             check_outs(fx.ml_dir, names, contents)
-            mk_runs.append(m.wall); ml_runs.append(x.wall); rss.append(x.maxrss_kb / 1024)
+            mk_runs.append(m.wall)
+            ml_runs.append(x.wall)
+            rss.append(x.maxrss_kb / 1024)
 
         class _W:  # median wall times, shaped like Result for the code below
             def __init__(self, w):
@@ -326,7 +328,9 @@ class Bench:
             if q.rc != 0:
                 raise BenchError(f"a: make -q exited {q.rc} after a no-op (expected 0)")
             if k:
-                mk_noop.append(a.wall); ml_noop.append(b.wall); ml_stat.append(c.wall)
+                mk_noop.append(a.wall)
+                ml_noop.append(b.wall)
+                ml_stat.append(c.wall)
                 mk_q.append(q.wall)
         after = mtimes(fx.ml_dir, names[:50])
         if before != after:
@@ -336,7 +340,7 @@ class Bench:
                  mlmake_status_s=median(ml_stat), make_q_s=median(mk_q))
         self.row("a", f"no-op run -j1 (median of {reps})", fmt_s(r["make_noop_s"]),
                  fmt_s(r["mlmake_noop_s"]), f"{r['mlmake_noop_s'] / r['make_noop_s']:.2f}x", "-", "info")
-        self.row("a", f"no-op: status vs make -r -q", fmt_s(r["make_q_s"]), fmt_s(r["mlmake_status_s"]),
+        self.row("a", "no-op: status vs make -r -q", fmt_s(r["make_q_s"]), fmt_s(r["mlmake_status_s"]),
                  f"{r['mlmake_status_s'] / r['make_q_s']:.2f}x", "-", "info")
 
     # (b) ---------------------------------------------------------------------------------------
@@ -370,7 +374,9 @@ class Bench:
                                  f"date)\n  reproduce: {b.cmdline()}\n  output tail:\n    "
                                  + "\n    ".join(b.log.splitlines()[-20:]))
             if k:
-                mk_q.append(a.wall); ml_st.append(b.wall); rss.append(b.maxrss_kb / 1024)
+                mk_q.append(a.wall)
+                ml_st.append(b.wall)
+                rss.append(b.maxrss_kb / 1024)
         r.update(make_q_s=median(mk_q), mlmake_status_s=median(ml_st), make_q_runs=mk_q,
                  mlmake_status_runs=ml_st, mlmake_status_maxrss_mb=max(rss))
         ratio = r["mlmake_status_s"] / r["make_q_s"]
@@ -407,7 +413,8 @@ class Bench:
             check_outs(fx.make_dir, names)
             b = expect(run(self.mlc(fx.ml_dir, "-j", str(j)), fx.ml_dir), {0}, "c: mlmake -j2")
             check_outs(fx.ml_dir, names)
-            mk_runs.append(a.wall); ml_runs.append(b.wall)
+            mk_runs.append(a.wall)
+            ml_runs.append(b.wall)
 
         class _W:
             def __init__(self, w):

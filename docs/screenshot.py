@@ -220,7 +220,8 @@ def main() -> None:
             page.click('#run-targets tbody tr[data-outcome="failed"]')
             expect(page.locator("#log")).to_contain_text("diverged")
             page.wait_for_selector('#dag g.node[data-state="running"]', timeout=20_000)
-            page.wait_for_selector(f'#runs tbody tr[data-run-id="{slow["id"]}"][data-status="running"]')  # type: ignore[index]
+            running = f'#runs tbody tr[data-run-id="{slow["id"]}"][data-status="running"]'  # type: ignore[index]
+            page.wait_for_selector(running)
             time.sleep(1.8)  # let the new-row highlight fade
             page.mouse.move(0, 0)
             page.screenshot(path=opts.out)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from mlmake.hashing import Entry, hash_file, tree_digest
 from mlmake.model import OutRecord

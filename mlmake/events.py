@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
 from mlmake.model import Outcome, Reason
 
@@ -72,7 +72,7 @@ class Notice:
     level: str = "info"  # info | warning
 
 
-Event = Union[BuildStarted, TargetStarted, TargetOutput, TargetFinished, BuildFinished, Notice]
+Event = BuildStarted | TargetStarted | TargetOutput | TargetFinished | BuildFinished | Notice
 
 
 class Reporter(Protocol):

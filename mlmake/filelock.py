@@ -7,7 +7,7 @@ import fcntl
 import os
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 _POLL = 0.05
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 _POLL = 0.05
 

@@ -33,7 +33,7 @@ class LockEntry:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "LockEntry":
+    def from_json(cls, d: dict[str, Any]) -> LockEntry:
         """An entry of a lock whose shape `_check_targets` accepted."""
         return cls(key=d["key"], cmd=d.get("cmd", ""), deps=dict(d.get("deps", {})),
                    params=dict(d.get("params", {})), env=d.get("env"),
@@ -60,7 +60,7 @@ class Lock:
     sources: dict[str, SourceRecord] = field(default_factory=dict)  # data: mlmake.sources
 
     @classmethod
-    def read(cls, path: str) -> "Lock":
+    def read(cls, path: str) -> Lock:
         try:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
@@ -69,7 +69,7 @@ class Lock:
         return cls.parse(text, path)
 
     @classmethod
-    def parse(cls, text: str, path: str) -> "Lock":
+    def parse(cls, text: str, path: str) -> Lock:
         """Parse lock JSON (from the work tree or a Git blob)."""
         name = os.path.basename(path)
         try:

@@ -131,7 +131,8 @@ def diff(root: str, paths: list[str], files_at: FilesAt,
 
 
 def compare(old: Snapshot, new: Snapshot, all_rows: bool = False) -> list[Row]:
-    """Rows for every key of either snapshot (changed ones only unless `all_rows`), files in order."""
+    """Rows for every key of either snapshot (changed ones only unless `all_rows`), files in
+    order."""
     rows: list[Row] = []
     for path in dict.fromkeys([*old.files, *new.files]):
         a = old.files.get(path) or {}

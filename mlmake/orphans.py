@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 ENV = "MLMAKE_RUN_TOKEN"
 _PR_SET_PDEATHSIG = 1

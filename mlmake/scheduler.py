@@ -11,7 +11,7 @@ import math
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from mlmake.executors.base import Capacity
 from mlmake.graph import Graph
@@ -35,7 +35,7 @@ class _Pool:
     limit_memory: bool = False
 
     @classmethod
-    def of(cls, capacity: Capacity) -> "_Pool":
+    def of(cls, capacity: Capacity) -> _Pool:
         """A full pool for `capacity`."""
         return cls(capacity.cpus, list(capacity.gpus), capacity.memory, dict(capacity.custom),
                    limit_memory=capacity.memory > 0)

@@ -1,4 +1,5 @@
-"""`mlmake hooks`: install, uninstall and inspect the Git hooks, and the hidden commands they call."""
+"""`mlmake hooks`: install, uninstall and inspect the Git hooks, and the hidden commands they
+call."""
 
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ def checkout_cmd(g: Ctx, rev: str | None, targets: tuple[str, ...], force: bool,
                    f"are, so they may not match these outputs. `mlmake checkout {rev} "
                    "--metrics` writes them too; `git checkout REV` with `mlmake hooks "
                    "install` moves code, metrics and outputs together.", err=True)
-    click.echo(f"{res.commit[:10] if res.commit != 'workspace' else 'workspace'}: restored {len(res.restored)} · unchanged "
+    where = res.commit[:10] if res.commit != "workspace" else "workspace"
+    click.echo(f"{where}: restored {len(res.restored)} · unchanged "
                f"{len(res.unchanged)} · missing {len(res.missing)}")
     return 1 if res.missing else 0
 

@@ -98,7 +98,8 @@ def push_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | N
                    "(`mlmake`) or pull it first", err=True)
     if res.replaced:
         click.echo(f"replaced {len(res.replaced)} corrupt object(s) on '{res.remote}' with "
-                   f"good copies from the local cache ({', '.join(o[:12] + '…' for o in res.replaced[:3])})",
+                   "good copies from the local cache "
+                   f"({', '.join(o[:12] + '…' for o in res.replaced[:3])})",
                    err=True)
     click.echo(f"pushed {res.pushed} objects ({_rate(res.nbytes, res.duration)}) and "
                f"{res.runcache} run-cache entries to '{res.remote}'; {res.present} objects "

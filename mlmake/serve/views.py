@@ -55,7 +55,6 @@ def run_entry(project: Project, b: dict[str, Any], runner: Runner | None = None,
         "duration": round(end - b["started"], 3) if end is not None and b.get("started")
         else None,
         "dirty": bool(b.get("dirty")),
-        "data": b.get("data") or {},  # path → hash of each data source the build used
         "params": b.get("params") or {}, "summary": counts, "message": b.get("message"),
         "host": b.get("host"), "executor": b.get("executor"),
         "data": _data_versions(b.get("data")),
