@@ -77,7 +77,8 @@ def main() -> int:
     try:
         import boto3
     except ImportError:
-        raise SystemExit("needs boto3, moto[server] and s3fs: pip install 'mlmake[test]'")
+        raise SystemExit("needs boto3, moto[server] and s3fs: pip install 'mlmake[test]'") \
+            from None
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench-secret",
                       AWS_DEFAULT_REGION="us-east-1")

@@ -65,11 +65,12 @@ def main() -> int:
         dest = os.path.join(base, "cp-copy")
         shutil.rmtree(dest, ignore_errors=True)
         subprocess.run(["sync"])
-        cp_times.append(timed(lambda: subprocess.run(["cp", "-al", tree, dest], check=True)))
+        cp_times.append(timed(lambda dest=dest: subprocess.run(["cp", "-al", tree, dest],
+                                                               check=True)))
 
         shutil.rmtree(tree)
         store = Project(root).store()
-        restore_times.append(timed(lambda: store.restore("tree", rec)))
+        restore_times.append(timed(lambda store=store: store.restore("tree", rec)))
         store.stats.save()
 
         shutil.rmtree(tree)

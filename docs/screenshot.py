@@ -1,11 +1,13 @@
-"""Regenerate docs/page.png: the page of `mlmake serve` on a small demo project, at 1400x900.
+"""Regenerate docs/page.png and docs/experiments.png: the page of `mlmake serve` on a small demo
+project, at 1400x900, its pipeline view and its Experiments view.
 
     python docs/screenshot.py [--keep DIR]
 
 Needs Chromium (Debian: apt-get install chromium) and Playwright for Python (pip install
 playwright; its own browser download is not used). The demo is a temporary Git repository with
-four commits of metrics, a few runs from the CLI and the API (one of them failing), an uncommitted
-param edit (so some targets are stale) and a run in progress when the picture is taken.
+four commits of metrics, a few experiments (a grid over the learning rate and one with more
+trees), a few runs from the CLI and the API (one of them failing), an uncommitted param edit (so
+some targets are stale) and a run in progress when the pictures are taken.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ outs = ["models/${model}-${seed}.txt"]
 
 [target.evaluate]
 desc = "score the models on the held-out month"
-cmd = "python src/evaluate.py ${evaluate.expected} ${train.lr}"
+cmd = "python src/evaluate.py ${evaluate.expected} ${train.lr} ${train.trees}"
 deps = ["src/evaluate.py", "models/"]
 metrics = ["metrics/eval.json"]
 
@@ -102,12 +104,13 @@ print(f"saved models/{model}-{seed}.txt")
 """
 
 EVALUATE = """
-import json, os, sys
-acc, lr = float(sys.argv[1]), float(sys.argv[2])
-print(f"scoring 4 models on 2024-03 (learning rate {lr})")
+import json, math, os, sys
+expected, lr, trees = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+print(f"scoring 4 models on 2024-03 (learning rate {lr}, {trees} trees)")
 if lr > 0.5:
     print(f"error: the models diverged at learning rate {lr}: every score is nan", file=sys.stderr)
     sys.exit(1)
+acc = round(expected - 3 * (lr - 0.05) ** 2 + 0.02 * math.log10(trees / 400), 4)
 print(f"accuracy {acc}")
 os.makedirs("metrics", exist_ok=True)
 json.dump({"accuracy": acc, "auc": round(0.5 + acc / 2, 4), "loss": round(1.1 - acc, 4)},
@@ -152,6 +155,11 @@ def build_demo(root: Path, env: dict[str, str]) -> None:
     # An edit not built yet: featurize and everything after it are stale.
     acc, lr, trees, _ = HISTORY[-1]
     (root / "params.toml").write_text(params(acc, lr, trees, bins=20))
+    # Experiments on that edit: a grid over the learning rate, and more trees.
+    sh(root, sys.executable, "-m", "mlmake", "exp", "run", "-j", "2", "--name", "lr",
+       "-S", "train.lr=0.01,0.03,0.1,0.2", env=env)
+    sh(root, sys.executable, "-m", "mlmake", "exp", "run", "--name", "more-trees",
+       "-S", "train.trees=800", env=env)
 
 
 def api(url: str, path: str, body: object = None) -> object:
@@ -175,6 +183,7 @@ def wait_run(url: str, run_id: str, timeout: float = 60) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(HERE / "page.png"))
+    ap.add_argument("--exps-out", default=str(HERE / "experiments.png"))
     ap.add_argument("--keep", help="build the demo project here and keep it")
     opts = ap.parse_args()
     from playwright.sync_api import expect, sync_playwright
@@ -215,8 +224,19 @@ def main() -> None:
             time.sleep(1.8)  # let the new-row highlight fade
             page.mouse.move(0, 0)
             page.screenshot(path=opts.out)
+            # The Experiments view: sorted by accuracy, best first, lr against accuracy.
+            page.click("#tab-experiments")
+            page.wait_for_selector('#exp-chart g.point[data-kind="experiment"]')
+            head = page.locator('#exps thead th[data-key="accuracy"] button')
+            head.click()
+            head.click()
+            page.select_option("#exp-x", "train.lr")
+            page.click('#exps tbody tr[data-name="lr-2"]')
+            expect(page.locator('#exp-chart g.point.selected')).to_have_count(1)
+            page.mouse.move(0, 0)
+            page.screenshot(path=opts.exps_out)
             browser.close()
-        print(f"wrote {opts.out}")
+        print(f"wrote {opts.out} and {opts.exps_out}")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from mlmake import events as ev
 from mlmake.errors import RemoteError, StoreError

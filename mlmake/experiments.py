@@ -29,7 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from mlmake.lockfile import Lock, LockEntry
+    from mlmake.lockfile import Lock
     from mlmake.project import BuildResult, Project
 
 Progress = Callable[[str, ev.Event], None]  # (experiment name, build event), from any thread

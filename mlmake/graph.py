@@ -7,7 +7,7 @@ import graphlib
 import os
 import posixpath
 from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
 
 from mlmake.errors import CycleError, MissingInputError, UsageError, did_you_mean
 from mlmake.hashing import is_glob
@@ -79,7 +79,7 @@ class Graph:
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def build(cls, pipeline: Pipeline) -> "Graph":
+    def build(cls, pipeline: Pipeline) -> Graph:
         """Infer edges: a dep that equals, lies inside, or contains another target's out."""
         g = cls(targets=pipeline.targets, variants=pipeline.variants)
         under: dict[str, set[str]] = {}

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from mlmake.checkout import CheckoutResult
     from mlmake.model import Pipeline
     from mlmake.plan import Plan
-    from mlmake.sync import PushResult
+    from mlmake.push import PushResult
 
 DEFAULT_TIMEOUT = 60.0
 LOCK_WAIT = 10.0  # a restore waits this long at most for a running build to finish

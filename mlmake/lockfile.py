@@ -136,7 +136,11 @@ class Lock:
         this Lock read or last wrote (a `git checkout` or `git pull` replaced it meanwhile):
         the lock of another commit must not receive this build's results, which stay in the
         run cache for the next run to reuse."""
-        text = self.render(keep)
+        return self.write_text(self.render(keep))
+
+    def write_text(self, text: str) -> bool:
+        """`write` of a text rendered before (a build renders under its mutex and writes
+        outside it)."""
         try:
             with open(self.path, encoding="utf-8") as fh:
                 on_disk: str | None = fh.read()

@@ -8,7 +8,8 @@ import os
 import posixpath
 import re
 import shlex
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from mlmake import params as params_mod
 from mlmake.errors import MlfileError, did_you_mean

@@ -19,8 +19,13 @@ import marshal
 import os
 import sys
 import time
-from collections.abc import Iterable
-from typing import Any
+
+# `typing` and `collections` cost more to import than the whole answer takes: this module
+# names them for the type checker only (it treats any TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 FORMAT = 1
 NAME = "noop"

@@ -8,7 +8,6 @@ from typing import Any
 import os
 
 from mlmake import params as params_mod
-from mlmake.envs import spec_digest
 from mlmake.errors import StoreError
 from mlmake.graph import Graph
 from mlmake.hashing import Entry, Hasher, is_glob, target_key, tree_digest
@@ -188,6 +187,8 @@ class Checker:
         if name is None:
             return None
         if name not in self._env_digests:
+            from mlmake.envs import spec_digest  # only for a target that names an env
+
             self._env_digests[name] = spec_digest(self.pipeline.envs[name], self.hasher)
         return self._env_digests[name]
 
@@ -292,7 +293,7 @@ class Checker:
         self.hasher.prefetch(paths)
 
     def lookahead(self, names: set[str], requested: set[str], runcache: Any,
-                  force: bool | set[str], lean: bool = False) -> "Lookahead":
+                  force: bool | set[str], lean: bool = False) -> Lookahead:
         """Predict, without running anything, which stale targets the run cache can serve and
         which must run. Every target's outs are `needed` in the work tree, except in `lean`
         mode, where only those asked for and those a target that must run reads are.

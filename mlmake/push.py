@@ -36,7 +36,7 @@ def push(remote: Remote, store: Store, runcache: RunCache,
     remote.check()
     oids: set[str] = set()
     complete: set[str] = set()
-    for target, e in entries:
+    for _, e in entries:
         need, whole = store.held(e.outs, res.missing)
         oids.update(need)
         if whole:

@@ -32,7 +32,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Iterable
 
 from mlmake import remotefs
 from mlmake.atomic import atomic_write, temp_name
@@ -141,7 +142,7 @@ class Remote:
                                                      self._project_root, self._quick)
         return self._backend
 
-    def errors(self, action: str) -> "_Errors":
+    def errors(self, action: str) -> _Errors:
         """A context that turns the filesystem's exceptions into one scrubbed RemoteError."""
         return _Errors(self, action)
 

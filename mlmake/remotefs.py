@@ -13,7 +13,8 @@ import re
 import shutil
 import socket
 import threading
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 from mlmake.atomic import (atomic_copy, atomic_write, is_temp, orphaned_remote_temp,
                            temp_name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from mlmake.atomic import atomic_write, is_temp
 from mlmake.model import OutRecord, outs_json
@@ -26,12 +26,15 @@ class RunCache:
         """The out records for `key`, or None (also for an entry it cannot read)."""
         return outs_of(self.raw(key))
 
-    def put(self, key: str, target: str, outs: dict[str, OutRecord]) -> None:
+    def put(self, key: str, target: str, outs: dict[str, OutRecord],
+            durable: bool = True) -> None:
+        """Record `key` → `outs`; not `durable`: the caller fsyncs the entry and its
+        directory later (a build does before its next lock write)."""
         path = self.entry_path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         data = {"version": RUNCACHE_FORMAT, "target": target, "created": time.time(),
                 "outs": outs_json(outs)}
-        atomic_write(path, json.dumps(data, sort_keys=True), durable=True)
+        atomic_write(path, json.dumps(data, sort_keys=True), durable=durable, sync=durable)
 
     def raw(self, key: str) -> bytes | None:
         try:

@@ -152,12 +152,21 @@ class RunStore:
                            (*values, build_id))
 
     def add(self, rec: RunRecord) -> None:
-        self._run(
-            "INSERT INTO runs (build, target, key, outcome, started, duration, commit_sha, host, "
-            "executor, exit_code, log, source, message, outs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (rec.build, rec.target, rec.key, rec.outcome, rec.started, rec.duration, rec.commit,
-             rec.host, rec.executor, rec.exit_code, rec.log, rec.source, rec.message,
-             json.dumps(rec.outs) if rec.outs is not None else None))
+        self.add_many([rec])
+
+    def add_many(self, recs: list[RunRecord]) -> None:
+        """Record target runs, a few hundred per statement (one transaction each): a build
+        of many quick targets writes them in batches."""
+        for i in range(0, len(recs), 500):
+            chunk = recs[i:i + 500]
+            self._run(
+                "INSERT INTO runs (build, target, key, outcome, started, duration, commit_sha, "
+                "host, executor, exit_code, log, source, message, outs) VALUES "
+                + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
+                [v for rec in chunk for v in (
+                    rec.build, rec.target, rec.key, rec.outcome, rec.started, rec.duration,
+                    rec.commit, rec.host, rec.executor, rec.exit_code, rec.log, rec.source,
+                    rec.message, json.dumps(rec.outs) if rec.outs is not None else None)])
 
     def runs(self, target: str | None = None, limit: int = 50,
              build: str | None = None) -> list[RunRecord]:

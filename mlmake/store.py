@@ -104,17 +104,20 @@ class Store:
     def stats_now(self) -> int:
         return time.time_ns()
 
-    def add_file(self, src: str, oid: str, executable: bool, move: bool = True) -> None:
+    def add_file(self, src: str, oid: str, executable: bool, move: bool = True,
+                 sync: bool = True) -> None:
         """Put the file at `src` into the store as `oid` (moved when allowed, else copied).
 
         The object appears atomically and complete: it is written under a unique temporary
         name, fsynced, made read-only and renamed, so a crash at any instant leaves either no
         object or the whole one (what a lock entry may name). A full disk or a read-only
         cache raises StoreError naming the path and the space needed, leaving nothing.
+        `sync=False` leaves the fsync to the caller, before anything durable names it.
         """
         staged = self._stage(src, oid, executable, move)
         if staged is not None:
-            atomic.fsync_file(staged)
+            if sync:
+                atomic.fsync_file(staged)
             self._commit(staged, oid, src)
 
     def add_files(self, files: list[tuple[str, str, bool]], move: bool = True) -> None:
@@ -353,12 +356,13 @@ class Store:
         return wanted, executable, owner
 
     def save_out(self, out: str, record: OutRecord, entries: list[Entry] | None,
-                 link: bool = True) -> None:
+                 link: bool = True, sync: bool = True) -> None:
         """Move a freshly built out into the store and link it back into the work tree.
 
         The work-tree file becomes its own object (a hard link, no second copy) only when
         hard links are this store's link type; with reflinks or copies the object is a copy
-        and the work tree gets its own reflink or private copy, as a restore would give."""
+        and the work tree gets its own reflink or private copy, as a restore would give.
+        `sync=False` (a file out): see `adopt`."""
         full = os.path.join(self.root, out)
         if record.is_dir:
             assert entries is not None
@@ -366,14 +370,17 @@ class Store:
         else:
             files = [(full, record.hash, record.executable)]
         if link and self._moves(os.path.dirname(full)):
-            self.adopt([(p, oid, x, os.stat(p)) for p, oid, x in files])
+            # a directory out's files are synced as a batch either way
+            self.adopt([(p, oid, x, os.stat(p)) for p, oid, x in files],
+                       sync=sync or record.is_dir)
         else:
             self.add_files(files, move=False)
         if record.is_dir:
             assert entries is not None
             self.add_manifest(entries)  # last: a manifest names only complete objects
 
-    def adopt(self, files: list[tuple[str, str, bool, os.stat_result]]) -> list[FileState]:
+    def adopt(self, files: list[tuple[str, str, bool, os.stat_result]],
+              sync: bool = True) -> list[FileState]:
         """Make work-tree files (path, oid, executable, their stat when hashed) their own
         objects, without a second copy where the filesystem allows; returns the state each
         path has afterwards.
@@ -385,7 +392,9 @@ class Store:
         at any instant leaves a complete object or none. The stat cache learns each object
         from the stat it was hashed with, so a file changed since its hash is re-read before
         it is ever linked. Otherwise (reflinks, copies, another filesystem) objects are
-        staged copies (`add_files`) and the work tree is left as it is.
+        staged copies (`add_files`) and the work tree is left as it is. `sync=False` skips
+        the sync: the caller fsyncs the objects before anything durable (the lock, a run-cache
+        entry) names them.
         """
         if not files:
             return []
@@ -393,7 +402,9 @@ class Store:
             self.add_files([(p, oid, x) for p, oid, x, _ in files], move=False)
             return [_state(st) for *_, st in files]
         try:
-            if len(files) == 1:
+            if not sync:
+                pass  # the caller fsyncs the objects before anything durable names them
+            elif len(files) == 1:
                 atomic.fsync_file(files[0][0])
             else:
                 atomic.sync_fs(self.path)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -16,22 +13,30 @@ from mlmake import __version__
 from mlmake.errors import (EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
                            MlmakeError)
 
-# Modules under mlmake/cli/ that define commands; add yours here.
-COMMAND_MODULES = ("commands", "outputs", "compare", "hooks", "envs", "remote", "serve",
-                   "data", "exp")
+# Each command and the module under mlmake/cli/ that defines it (add yours here): a command
+# line imports only its command's module, so `mlmake status` never loads `serve` or `exp`.
+COMMANDS = {
+    "run": "commands", "status": "commands", "graph": "commands", "runs": "commands",
+    "log": "commands", "init": "commands",
+    "checkout": "outputs", "get": "outputs", "commit": "outputs", "gc": "outputs",
+    "metrics": "compare", "params": "compare", "hooks": "hooks", "envs": "envs",
+    "push": "remote", "pull": "remote", "doctor": "remote", "serve": "serve",
+    "trigger": "serve", "add": "data", "import": "data", "update": "data", "exp": "exp",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 GLOBAL_WITH_VALUE = {"-C", "--directory", "-f", "--file"}
 GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "--version", "-h", "--help"}
 
 
-@dataclass
 class Ctx:
     """Global options shared by every command."""
 
-    directory: str
-    file: str | None
-    quiet: bool
-    verbose: bool
+    def __init__(self, directory: str, file: str | None, quiet: bool, verbose: bool) -> None:
+        self.directory = directory
+        self.file = file
+        self.quiet = quiet
+        self.verbose = verbose
 
     def project(self) -> Any:
         from mlmake.project import Project
@@ -43,7 +48,23 @@ class DefaultGroup(click.Group):
     """A group where an unknown first word means `run` (so `mlmake -j 4 train` works), and
     where the global options may come anywhere, as make takes them (`mlmake train -v`,
     `mlmake status -C dir`): they are moved before the subcommand unless it has an option of
-    the same name (`commit -f` is its own `--force`)."""
+    the same name (`commit -f` is its own `--force`). A command's module is imported when
+    the command is looked up (COMMANDS), all of them only for the help's list."""
+
+    def _command(self, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            import importlib
+
+            importlib.import_module(f"mlmake.cli.{COMMANDS[name]}")
+        return self.commands.get(name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._command(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for name in COMMANDS:
+            self._command(name)
+        return sorted(self.commands)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         args = list(args)
@@ -60,14 +81,16 @@ class DefaultGroup(click.Group):
             if a == "--":
                 args = args[:i] + ["run"] + args[i:]
                 break
-            if a not in self.commands:
+            if self._command(a) is None:
                 args = args[:i] + ["run"] + args[i:]
             break
         else:
             if not any(a in ("--help", "-h", "--version") for a in args):
                 args = args + ["run"]
         if i < len(args):
-            args = args[:i] + _hoist_globals(self.commands[args[i]], args[i:])
+            cmd = self._command(args[i])
+            assert cmd is not None  # `run` was put in front of anything else
+            args = args[:i] + _hoist_globals(cmd, args[i:])
         return super().parse_args(ctx, args)
 
 
@@ -171,12 +194,9 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every exit code is decided here."""
-    import importlib
-
-    for name in COMMAND_MODULES:  # each registers its commands on import
-        importlib.import_module(f"mlmake.cli.{name}")
-
     if threading_main():
+        import signal
+
         signal.signal(signal.SIGTERM, _sigterm)
     try:
         rv = cli.main(args=argv, prog_name="mlmake", standalone_mode=False)
@@ -199,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         code = EXIT_OK
     except Exception:  # noqa: BLE001 - the one place that turns bugs into exit 3
+        import traceback
+
         traceback.print_exc()
         click.echo("mlmake hit an internal error. Please report it with the traceback above.",
                    err=True)

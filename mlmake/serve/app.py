@@ -167,6 +167,10 @@ def create_app(project: Project, token: str, jobs: int = 1) -> Starlette:
         """Metrics and params of the last ?limit=N (default 50) commits, oldest first."""
         return JSONResponse(views.metrics_history(project, _int(request, "limit", 50, 1000)))
 
+    def experiments(request: Request) -> Response:
+        """The experiments table (`mlmake exp show --json` rows) and which columns differ."""
+        return JSONResponse(views.experiments(project))
+
     async def events(request: Request) -> Response:
         """Server-sent events: `run` (queued, running, finished) and `target` (running,
         finished), with a keep-alive comment every 15 s."""
@@ -228,6 +232,7 @@ def create_app(project: Project, token: str, jobs: int = 1) -> Starlette:
         Route("/api/graph", graph),
         Route("/api/schedules", schedules),
         Route("/api/metrics", metrics),
+        Route("/api/experiments", experiments),
         Route("/api/events", events),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False)),
     ]
@@ -387,6 +392,9 @@ def openapi_schema() -> dict[str, Any]:
             "/api/metrics": {"get": {"summary": "Metrics and params across the branch's commits",
                                      "parameters": [limit],
                                      "responses": {"200": ok("metrics"), "401": err}}},
+            "/api/experiments": {"get": {
+                "summary": "Experiments × params × metrics, and the columns that differ",
+                "responses": {"200": ok("experiments"), "401": err}}},
             "/api/events": {"get": {"summary": "Server-sent events: run and target",
                                     "responses": {"200": ok("events", {"type": "string"},
                                                             "text/event-stream"),

@@ -10,7 +10,8 @@ import traceback
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from mlmake import events as ev
 from mlmake.errors import MlmakeError, UsageError

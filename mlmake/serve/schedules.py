@@ -7,7 +7,8 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from mlmake.errors import MlmakeError
 from mlmake.model import ScheduleSpec

@@ -1,9 +1,11 @@
 """JSON views of a project for the API: run history and details, logs, outputs, the graph with
-live states, and metrics across commits. Plain functions over Project; no web framework."""
+live states, metrics across commits and the experiments table. Plain functions over Project; no
+web framework."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import threading
 import time
@@ -56,8 +58,16 @@ def run_entry(project: Project, b: dict[str, Any], runner: Runner | None = None,
         "data": b.get("data") or {},  # path → hash of each data source the build used
         "params": b.get("params") or {}, "summary": counts, "message": b.get("message"),
         "host": b.get("host"), "executor": b.get("executor"),
+        "data": _data_versions(b.get("data")),
         "url": f"/api/runs/{b['id']}",
     }
+
+
+def _data_versions(data: Any) -> dict[str, str]:
+    """The data sources a build used, {path: content hash}, when its record carries them."""
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if v}
 
 
 def runs_list(project: Project, limit: int = 50, runner: Runner | None = None
@@ -237,6 +247,45 @@ def metrics_history(project: Project, limit: int = 50) -> dict[str, Any]:
                     "errors": {**m.errors, **pa.errors}})
     return {"branch": branch, "metrics_files": mfiles, "params_files": pfiles,
             "keys": {f: sorted(k) for f, k in keys.items()}, "commits": out}
+
+
+# -- experiments -------------------------------------------------------------------------------
+def experiments(project: Project) -> dict[str, Any]:
+    """The experiments table of `mlmake exp show --json` (the work tree, the base commit, each
+    experiment and queued one, with every param and metric), plus the columns: all of them
+    and those whose values differ between the rows (`changed`, what the table shows by
+    default). `error` says why there are no rows (a project outside Git)."""
+    from mlmake import exp_table
+    from mlmake.experiments import Experiments
+
+    p = project.reloaded()
+    try:
+        exps = Experiments(p)
+    except UsageError as exc:
+        return {"rows": [], "params": [], "metrics": [],
+                "changed": {"params": [], "metrics": []}, "error": str(exc)}
+    rows = exp_table.rows(exps)
+    every = exp_table.table(rows, all_columns=True)
+    changed = exp_table.table(rows, all_columns=False)
+    return {"rows": _jsonable(every.as_json()), "params": every.params,
+            "metrics": [{"path": f, "key": k} for f, k in every.metrics],
+            "changed": {"params": changed.params,
+                        "metrics": [{"path": f, "key": k} for f, k in changed.metrics]},
+            "error": None}
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as strict JSON holds it: a NaN or infinite metric becomes null, anything else
+    that JSON has no type for its text (as `exp show --json` prints it)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 # -- endpoints ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ A fixed set of seeds (each op at least once, builds twice) runs in the suite;
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

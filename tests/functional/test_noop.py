@@ -38,11 +38,12 @@ PROJECT = {
     "helper.py": "V = 1\n",
 }
 
-PROBE = ("import sys; sys.argv = ['mlmake', *sys.argv[1:]]\n"
+# mlmake.cli.main ends the process (after the atexit handlers): the probe reports from one
+PROBE = ("import atexit, sys; sys.argv = ['mlmake', *sys.argv[1:]]\n"
+         "atexit.register(lambda: print('engine' if 'mlmake.project' in sys.modules or "
+         "'click' in sys.modules else 'noop', file=sys.stderr, flush=True))\n"
          "from mlmake.cli import main\n"
-         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-         "print('engine' if 'mlmake.project' in sys.modules or 'click' in sys.modules "
-         "else 'noop', code, file=sys.stderr)\n")
+         "main()\n")
 
 
 def age(root: Path) -> None:
@@ -61,8 +62,8 @@ def status(repo: Repo, *args: str) -> tuple[int, str, str]:
     env = dict(os.environ)
     r = subprocess.run([sys.executable, "-c", PROBE, *args, "status"], cwd=repo.path,
                        capture_output=True, text=True, env=env)
-    how, code = r.stderr.strip().splitlines()[-1].split()
-    return int(code), r.stdout, how
+    how = r.stderr.strip().splitlines()[-1]
+    return r.returncode, r.stdout, how
 
 
 @pytest.fixture

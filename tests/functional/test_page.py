@@ -1,14 +1,15 @@
 """The page `mlmake serve` serves at `/`, in a real browser: Debian's Chromium driven by Playwright.
 
-One served project (a pipeline with a matrix target, an order-only edge, an endpoint, two commits
-with metrics and a few runs) is shared by the module; each test opens its own page and checks that
-no request left the service and the console stayed free of errors.
+One served project (a pipeline with a matrix target, an order-only edge, an endpoint, three commits
+with metrics, two experiments and a few runs) is shared by the module; each test opens its own page
+and checks that no request left the service and the console stayed free of errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -93,7 +94,7 @@ EVALUATE = """
 
 
 def params(acc: float, lr: float) -> str:
-    return f"[train]\nacc = {acc}\nlr = {lr}\n\n[report]\nwait = 0\n"
+    return f"[train]\nacc = {acc}\nlr = {lr}\n\n[report]\nwait = 0\ntitle = \"weekly\"\n"
 
 
 # -- the served project ------------------------------------------------------------------------
@@ -171,6 +172,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         repo.commit(msg)
     # An edit not yet built: train (both variants) and evaluate are stale in the work tree.
     repo.write({"params.toml": params(0.9, 0.02)})
+    # Two experiments on that edit (acc-1 scores 0.95, acc-2 0.7); the work tree stays as it is.
+    r = repo.mlmake("exp", "run", "-S", "train.acc=0.95,0.7", "--name", "acc", env=env)
+    assert r.code == 0, r.text
     port = _free_port()
     log = base / "serve.log"
     with open(log, "wb") as out:
@@ -452,4 +456,156 @@ def test_a_run_made_on_a_dirty_work_tree_shows_its_commit_with_a_plus(view: View
         td = view.page.locator(f'#runs tbody tr[data-run-id="{r["id"]}"] td.commit')
         assert td.text_content() == r["commit"][:7] + ("+" if r["dirty"] else "")
         assert ("uncommitted changes" in td.get_attribute("title")) == r["dirty"]
+    view.assert_clean()
+
+
+# -- experiments -------------------------------------------------------------------------------
+ACCURACY = "m:metrics/eval.json:accuracy"
+
+
+def experiments(served: Served) -> list[dict[str, Any]]:
+    """The experiment rows of /api/experiments (the work tree and base commit left out)."""
+    return [r for r in served.api("/api/experiments")["rows"] if r["kind"] == "experiment"]
+
+
+def open_experiments(view: View) -> None:
+    view.open()
+    view.page.click("#tab-experiments")
+    view.page.wait_for_selector('#exps tbody tr[data-kind="experiment"]')
+
+
+def shown_rows(view: View) -> list[str]:
+    return [tr.get_attribute("data-name") for tr in view.page.locator("#exps tbody tr").all()]
+
+
+def test_the_experiments_view_lists_experiments_with_the_columns_that_differ(
+        view: View, served: Served) -> None:
+    open_experiments(view)
+    assert view.page.locator("#tab-experiments").get_attribute("aria-selected") == "true"
+    assert view.page.locator("#view-pipeline").is_hidden()
+    names = [e["name"] for e in experiments(served)]
+    assert {"acc-1", "acc-2"} <= set(names)
+    rows = shown_rows(view)
+    assert rows[:2] == ["workspace", "baseline"] and sorted(rows[2:]) == sorted(names)
+    acc1 = view.page.locator('#exps tbody tr[data-name="acc-1"]')
+    assert acc1.locator(f'td[data-col="{ACCURACY}"]').text_content() == "0.95"
+    assert "succeeded" in acc1.locator('td[data-col="status"]').text_content()
+    # the param it set with -S is marked, one it did not set is not
+    assert "override" in acc1.locator('td[data-col="p:train.acc"]').get_attribute("class")
+    assert "override" not in acc1.locator('td[data-col="p:train.lr"]').get_attribute("class")
+    # changed columns only: report.title is the same in every row; "all columns" shows it
+    table = served.api("/api/experiments")
+    params = view.page.locator('#exps thead th[data-group="param"]')
+    keys = [th.get_attribute("data-key") for th in params.all()]
+    assert keys == table["changed"]["params"]
+    assert "train.acc" in keys and "train.lr" in keys and "report.title" not in keys
+    assert "accuracy" in texts(view, '#exps thead th[data-group="metric"]')
+    view.page.check("#exp-all")
+    expect(view.page.locator('#exps thead th[data-key="report.title"]')).to_have_count(1)
+    assert [th.get_attribute("data-key") for th in params.all()] == table["params"]
+    view.page.uncheck("#exp-all")
+    expect(view.page.locator('#exps thead th[data-key="report.title"]')).to_have_count(0)
+    # the view is in the address, so a reload comes back to it
+    assert "view=experiments" in view.page.url and "token" not in view.page.url
+    view.page.reload()
+    view.page.wait_for_selector('#exps tbody tr[data-kind="experiment"]')
+    assert view.page.locator("#view-experiments").is_visible()
+    view.assert_clean()
+
+
+def test_sorting_the_experiments_by_a_metric_reorders_them(view: View, served: Served) -> None:
+    open_experiments(view)
+    by_acc = sorted(experiments(served),
+                    key=lambda e: e["metrics"]["metrics/eval.json"]["accuracy"])
+    ascending = ["workspace", "baseline", *(e["name"] for e in by_acc)]
+    assert shown_rows(view) != ascending  # the default order is not already sorted
+    head = view.page.locator('#exps thead th[data-key="accuracy"]')
+    head.locator("button").click()
+    expect(head).to_have_attribute("aria-sort", "ascending")
+    assert shown_rows(view) == ascending
+    head.locator("button").click()
+    expect(head).to_have_attribute("aria-sort", "descending")
+    # the work tree and base commit stay on top, as in `mlmake exp show --sort-by`
+    by_acc = sorted(experiments(served),
+                    key=lambda e: -e["metrics"]["metrics/eval.json"]["accuracy"])
+    assert shown_rows(view) == ["workspace", "baseline", *(e["name"] for e in by_acc)]
+    # a param column sorts too, by number
+    acc = view.page.locator('#exps thead th[data-key="train.acc"]')
+    acc.locator("button").click()
+    expect(acc).to_have_attribute("aria-sort", "ascending")
+    by_param = sorted(experiments(served), key=lambda e: e["params"]["train.acc"])
+    assert shown_rows(view)[2:] == [e["name"] for e in by_param]
+    view.assert_clean()
+
+
+def test_the_experiments_chart_draws_one_labelled_point_per_experiment(
+        view: View, served: Served) -> None:
+    open_experiments(view)
+    view.page.select_option("#exp-x", "train.acc")
+    view.page.select_option("#exp-y", ACCURACY)
+    names = sorted(e["name"] for e in experiments(served))
+    points = view.page.locator('#exp-chart g.point[data-kind="experiment"]')
+    expect(points).to_have_count(len(names))
+    assert sorted(p.get_attribute("data-name") for p in points.all()) == names
+    assert sorted(texts(view, '#exp-chart g.point[data-kind="experiment"] text.label')) == names
+    # the work tree and HEAD are points too, told apart from the experiments
+    assert view.page.locator('#exp-chart g.point[data-kind="baseline"]').count() == 1
+    # the axes are named in text
+    assert view.page.locator("#exp-chart text.x-label").text_content() == "train.acc"
+    assert view.page.locator("#exp-chart text.y-label").text_content() == "accuracy"
+    # acc-1 (train.acc 0.95, accuracy 0.95) lies right of and above acc-2 (0.7, 0.7)
+    hi = view.page.locator('#exp-chart g.point[data-name="acc-1"] .mark').bounding_box()
+    lo = view.page.locator('#exp-chart g.point[data-name="acc-2"] .mark').bounding_box()
+    assert hi["x"] > lo["x"] and hi["y"] < lo["y"]
+    # a point picks its row
+    view.page.locator('#exp-chart g.point[data-name="acc-2"] .mark').click()
+    expect(view.page.locator("#exps tbody tr.selected")).to_have_attribute("data-name", "acc-2")
+    expect(view.page.locator("#exp-detail")).to_contain_text("train.acc=0.7")
+    view.assert_clean()
+
+
+def test_the_experiments_view_shows_a_new_experiment_when_its_run_finishes(
+        view: View, served: Served) -> None:
+    open_experiments(view)
+    rows = view.page.locator('#exps tbody tr[data-kind="experiment"]')
+    before = rows.count()
+    run_id = served.trigger(params={"train.lr": 0.3})  # overrides: recorded as an experiment
+    served.wait_run(run_id)
+    expect(rows).to_have_count(before + 1)
+    expect(view.page.locator(f'#exps tbody tr[data-name="retrain-{run_id}"]')).to_have_count(1)
+    expect(view.page.locator("#exp-count")).to_have_text(f"({before + 1})")
+    view.assert_clean()
+
+
+def test_a_run_whose_record_names_its_data_versions_shows_them(view: View,
+                                                              served: Served) -> None:
+    # Build records carry `data` (source path -> content hash) once a build records the data
+    # sources it read; the page is checked here on a record that carries one.
+    runs = served.api("/api/runs")
+    with_data, without = runs[0]["id"], runs[-1]["id"]
+    data = {"data/raw.csv": "0123456789abcdef0123456789abcdef",
+            "data/labels/": "fedcba9876543210fedcba9876543210"}
+
+    def add_data(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        for r in body if isinstance(body, list) else [body]:
+            if isinstance(r, dict) and r.get("id") == with_data:
+                r["data"] = data
+        route.fulfill(response=response, json=body)
+
+    view.page.route(re.compile(r"/api/runs(/[^/?]+)?(\?.*)?$"), add_data)
+    view.open()
+    row = view.page.locator(f'#runs tbody tr[data-run-id="{with_data}"]')
+    row.locator(".data-versions").wait_for()
+    assert texts(view, f'#runs tbody tr[data-run-id="{with_data}"] .data-versions .dv') == [
+        "data/raw.csv@01234567", "data/labels/@fedcba98"]
+    assert view.page.locator(f'#runs tbody tr[data-run-id="{without}"] .data-versions'
+                             ).count() == 0
+    row.click()
+    expect(view.page.locator("#run-meta")).to_contain_text(
+        "data data/raw.csv@01234567, data/labels/@fedcba98")
+    view.page.locator(f'#runs tbody tr[data-run-id="{without}"]').click()
+    expect(view.page.locator(f'#run-targets[data-run="{without}"]')).to_have_count(1)
+    assert "data " not in view.page.locator("#run-meta").text_content()
     view.assert_clean()

@@ -77,7 +77,7 @@ class RemoteStore:
             return loose
         for name in self.names():
             if name.endswith(".idx"):
-                for o, off, size in json.loads(self.read(name))["objects"]:
+                for o, off, _size in json.loads(self.read(name))["objects"]:
                     if o == oid:
                         pack = name[:-4] + ".pack"
                         data = bytearray(self.read(pack))

@@ -428,6 +428,35 @@ def test_metrics_across_the_branch_oldest_first(served):
     assert [c["sha"] for c in svc.get("/api/metrics?limit=1")["commits"]] == [served["head"]]
 
 
+def test_experiments_are_the_rows_of_exp_show_with_the_columns_that_differ(repo):
+    repo.write(PROJECT)
+    assert repo.mlmake("evaluate").code == 0
+    repo.commit("baseline")
+    r = repo.mlmake("exp", "run", "evaluate", "-S", "train.lr=0.5,0.05", "--name", "lr")
+    assert r.code == 0, r.text
+    svc = Service(repo)
+    try:
+        status, body = svc.call("GET", "/api/experiments", token=None)
+        assert status == 401 and "bearer token" in body["error"]
+        assert svc.call("GET", "/api/experiments", token="wrong")[0] == 401
+        data = svc.get("/api/experiments")
+        shown = repo.mlmake("exp", "show", "--json")
+        assert shown.code == 0, shown.text
+        assert data["rows"] == shown.json()
+        assert [(r["name"], r["kind"]) for r in data["rows"]] == [
+            ("workspace", "workspace"), ("baseline", "baseline"), ("lr-1", "experiment"),
+            ("lr-2", "experiment")]
+        assert data["error"] is None
+        assert set(data["params"]) == {"train.lr", "train.note", "train.epochs"}
+        assert data["metrics"] == [{"path": "metrics/eval.json", "key": "chars"}]
+        # lr 0.5 wrote one character fewer into the model than 0.05 and the baseline's 0.1
+        assert data["changed"] == {"params": ["train.lr"],
+                                   "metrics": [{"path": "metrics/eval.json", "key": "chars"}]}
+        assert "/api/experiments" in svc.get("/api/openapi.json")["paths"]
+    finally:
+        svc.stop()
+
+
 def test_schedules_list_is_empty_without_schedule_tables(served):
     assert served["service"].get("/api/schedules") == []
 

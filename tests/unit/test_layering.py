@@ -9,9 +9,10 @@ from pathlib import Path
 import mlmake
 
 PACKAGE = Path(mlmake.__file__).parent
-# what mlmake/serve/* may import besides its own modules (the package root gives __version__)
+# what mlmake/serve/* may import besides its own modules (the package root gives __version__;
+# experiments is a layer over Project as serve is, and exp_table the table it and `exp show` read)
 SERVE_MAY_IMPORT = ("mlmake", "mlmake.project", "mlmake.model", "mlmake.errors",
-                    "mlmake.events")
+                    "mlmake.events", "mlmake.experiments", "mlmake.exp_table")
 
 
 def _name(path: Path) -> str:

@@ -143,7 +143,7 @@ def test_watch_fires_when_content_changes_not_when_touched(tmp_path):
 
 def test_a_schedule_param_outside_the_endpoint_allow_list_is_an_mlfile_error(tmp_path):
     with pytest.raises(MlfileError, match=r"\[schedule.s\] params sets 'train.n'"):
-        project(tmp_path, """
+        _ = project(tmp_path, """
             [schedule.s]
             endpoint = "e"
             every = "1h"

@@ -1,9 +1,11 @@
 // The mlmake page: token handling, the API client, live updates (server-sent events read
 // through fetch so the token travels in a header, with polling as the fallback), run history,
-// which run and target are selected, and a target's log. Drawing lives beside it: the DAG in
-// dag.js, the run tables in runs.js, the charts and params in metrics.js.
+// which run and target are selected, a target's log, and which view (tab) is shown. Drawing lives
+// beside it: the DAG in dag.js, the run tables in runs.js, the charts and params in metrics.js,
+// the experiments table and chart in experiments.js.
 
 import * as dag from "./dag.js";
+import * as experiments from "./experiments.js";
 import * as metrics from "./metrics.js";
 import * as runs from "./runs.js";
 
@@ -11,6 +13,8 @@ const TOKEN_KEY = "mlmake.token";
 const POLL_LIVE_MS = 15000;   // with an event stream, a slow poll only as a safety net
 const POLL_MS = 2000;         // without one, poll often enough that a new run shows within seconds
 const METRICS_MS = 60000;
+const EXPS_MS = 60000;        // besides a refresh whenever a run finishes
+const VIEWS = ["pipeline", "experiments"];
 const DETAIL_CACHE = 5;       // newest runs whose targets decide which nodes show "failed"
 
 const $ = (id) => document.getElementById(id);
@@ -30,8 +34,11 @@ const S = {
   selectedRun: null, runDetail: null, selectedTarget: null,
   details: new Map(),    // run id → detail, for finished runs only (they no longer change)
   metrics: [], metricsKey: "", firstRuns: true,
+  view: "pipeline",
+  exps: null, expsKey: "", expSort: null, expAll: false, expPick: { x: null, y: null },
+  expSelected: null, expChartStale: true, finishedKey: null,
   streaming: false, streamCtrl: null, streamRetry: 1000,
-  lastPoll: 0, lastMetrics: 0, timers: [], pending: new Set(), pendingTimer: null,
+  lastPoll: 0, lastMetrics: 0, lastExps: 0, timers: [], pending: new Set(), pendingTimer: null,
 };
 
 // ---------------------------------------------------------------------------------- token
@@ -55,6 +62,7 @@ function showLogin(message) {
   $("app").hidden = true;
   $("logout").hidden = true;
   $("legend").hidden = true;
+  $("tabs").hidden = true;
   $("live").textContent = "";
   $("login").hidden = false;
   $("login-error").textContent = message || "";
@@ -72,11 +80,18 @@ function clearData() {
   $("params").tHead.textContent = "";
   $("params").tBodies[0].textContent = "";
   setLogPlaceholder("Select a target of a run to see what it printed.");
+  $("exps").tHead.textContent = "";
+  $("exps").tBodies[0].textContent = "";
+  $("exp-chart").textContent = "";
+  $("exp-detail").textContent = "";
+  $("exps-cols").textContent = "";
+  $("exp-count").textContent = "";
   $("project").textContent = "";
   Object.assign(S, {
     graph: null, graphKey: "", runs: [], runsKey: "", seenRuns: null, selectedRun: null,
     runDetail: null, selectedTarget: null, selectedNode: null, metrics: [],
     live: { running: new Set(), failed: new Set() },
+    exps: null, expsKey: "", expSelected: null, expChartStale: true, finishedKey: null,
   });
   S.details.clear();
 }
@@ -207,7 +222,7 @@ function onEvent(type, ev) {
     const id = ev.id ?? ev.run;
     if (id) upsertRun(ev);
     refresh("runs", "run", "graph");
-    if (ev.status === "succeeded" || ev.status === "failed") refresh("metrics");
+    if (ev.status === "succeeded" || ev.status === "failed") refresh("metrics", "experiments");
   } else {
     refresh("runs", "graph", "run");
   }
@@ -239,6 +254,7 @@ function refresh(...what) {
     if (todo.has("graph")) jobs.push(loadGraph());
     if (todo.has("run") && S.selectedRun) jobs.push(loadRun(S.selectedRun, false));
     if (todo.has("metrics")) jobs.push(loadMetrics());
+    if (todo.has("experiments")) jobs.push(loadExperiments());
     await Promise.all(jobs);
   }, 200);
 }
@@ -250,6 +266,7 @@ function tick() {
     refresh("runs", "graph", "run");
   }
   if (now - S.lastMetrics >= METRICS_MS) { S.lastMetrics = now; refresh("metrics"); }
+  if (now - S.lastExps >= EXPS_MS) { S.lastExps = now; refresh("experiments"); }
   runs.tickDurations(document);
 }
 
@@ -313,6 +330,12 @@ const loadRuns = guarded(async () => {
     S.runsKey = key;
     S.runs = runs;
     renderRuns();
+    // A run that finished may have recorded an experiment (`mlmake exp run` from a terminal
+    // sends the service no event: the history shows it).
+    const finished = runs.filter((r) => r.status !== "queued" && r.status !== "running")
+      .map((r) => `${r.id}:${r.status}`).join();
+    if (S.finishedKey !== null && finished !== S.finishedKey) refresh("experiments");
+    S.finishedKey = finished;
     if (S.graph && S.graph.targets.some((t) => t.lastFailed === null)) await loadFailures();
   }
   if (!S.selectedRun && runs.length && S.firstRuns !== false) selectRun(runs[0].id);
@@ -441,6 +464,84 @@ const loadMetrics = guarded(async () => {
   metrics.drawCharts($("charts"), commits);
 });
 
+// ---------------------------------------------------------------------------- experiments
+const loadExperiments = guarded(async () => {
+  const data = await api("api/experiments");
+  const key = JSON.stringify(data);
+  if (key === S.expsKey) return;
+  S.expsKey = key;
+  S.exps = experiments.normalise(data);
+  if (S.expSelected && !S.exps.rows.some((r) => r.name === S.expSelected)) S.expSelected = null;
+  renderExps();
+});
+
+function renderExps() {
+  const exps = S.exps;
+  if (!exps) return;
+  const n = exps.rows.filter((r) => r.kind === "experiment" || r.kind === "queued").length;
+  $("exp-count").textContent = `(${n})`;
+  $("exp-all").checked = S.expAll;
+  if (S.expSort && !experiments.columns(exps, S.expAll).some((c) => c.id === S.expSort.col)) S.expSort = null;
+  const cols = experiments.drawTable($("exps"), exps, { all: S.expAll, sort: S.expSort, selected: S.expSelected },
+    { onSort: sortExps, onSelect: selectExp });
+  $("exps-empty").hidden = n > 0 || !!exps.error;
+  const shown = cols.filter((c) => c.group !== "meta").length;
+  const total = exps.params.length + exps.metrics.length;
+  $("exps-cols").textContent = exps.error || (S.expAll ? `all ${total} params and metrics`
+    : `${shown} of ${total} params and metrics: those that differ`);
+  $("exps-cols").classList.toggle("error", !!exps.error);
+  experiments.describe($("exp-detail"), exps, S.expSelected);
+  S.expPick = experiments.drawPickers($("exp-x"), $("exp-y"), exps, S.expPick);
+  S.expChartStale = true;
+  if (S.view === "experiments") drawExpChart();
+}
+
+function drawExpChart() {
+  if (!S.exps || S.view !== "experiments") return;
+  S.expChartStale = false;
+  experiments.drawChart($("exp-chart"), S.exps, S.expPick.x, S.expPick.y, S.expSelected, selectExp);
+}
+
+function sortExps(col) {
+  const desc = S.expSort && S.expSort.col === col ? !S.expSort.desc : false;
+  S.expSort = { col, desc };
+  renderExps();
+  const th = $("exps").querySelector(`thead th[data-col="${CSS.escape(col)}"] button`);
+  if (th) th.focus();
+}
+
+function selectExp(name) {
+  S.expSelected = S.expSelected === name ? null : name;
+  renderExps();
+}
+
+// ---------------------------------------------------------------------------------- views
+function viewFromFragment() {
+  const m = /(^|&)view=([a-z]+)/.exec(location.hash.replace(/^#/, ""));
+  return m && VIEWS.includes(m[2]) ? m[2] : null;
+}
+
+function showView(name, { focus = false } = {}) {
+  S.view = VIEWS.includes(name) ? name : "pipeline";
+  for (const v of VIEWS) {
+    const tab = $(`tab-${v}`);
+    const on = v === S.view;
+    tab.setAttribute("aria-selected", String(on));
+    tab.tabIndex = on ? 0 : -1;
+    $(`view-${v}`).hidden = !on;
+    if (on && focus) tab.focus();
+  }
+  $("legend").hidden = S.view !== "pipeline" || $("app").hidden;
+  const hash = S.view === "pipeline" ? "" : `#view=${S.view}`;
+  if (location.hash !== hash) history.replaceState(null, "", location.pathname + location.search + hash);
+  if (S.view === "experiments") {
+    if (S.expChartStale) drawExpChart();
+    if (S.exps) refresh("experiments");
+  } else if (S.view === "pipeline") {
+    redrawGraph();
+  }
+}
+
 // ---------------------------------------------------------------------------------- start
 function stop() {
   S.session += 1;
@@ -459,16 +560,18 @@ async function start() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
-  $("legend").hidden = false;
+  $("tabs").hidden = false;
   S.firstRuns = true;
   S.metricsKey = "";
+  S.expsKey = "";
+  showView(viewFromFragment() || S.view);
   describeNode();
   const session = S.session;
   // The graph answers first: a refused token shows the prompt before anything else is asked.
   await loadGraph();
   if (session !== S.session) return;
-  S.lastPoll = S.lastMetrics = Date.now();
-  await Promise.all([loadRuns(), loadMetrics()]);
+  S.lastPoll = S.lastMetrics = S.lastExps = Date.now();
+  await Promise.all([loadRuns(), loadMetrics(), loadExperiments()]);
   if (session !== S.session) return;
   showLiveMode();
   stream();
@@ -488,7 +591,22 @@ function init() {
     start();
   });
   $("logout").addEventListener("click", () => showLogin("Token forgotten. Paste one to continue."));
+  for (const v of VIEWS) {
+    const tab = $(`tab-${v}`);
+    tab.addEventListener("click", () => showView(v));
+    tab.addEventListener("keydown", (ev) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[ev.key];
+      if (!step) return;
+      ev.preventDefault();
+      showView(VIEWS[(VIEWS.indexOf(S.view) + step + VIEWS.length) % VIEWS.length], { focus: true });
+    });
+  }
+  $("exp-all").addEventListener("change", () => { S.expAll = $("exp-all").checked; renderExps(); });
+  $("exp-x").addEventListener("change", () => { S.expPick = { ...S.expPick, x: $("exp-x").value }; drawExpChart(); });
+  $("exp-y").addEventListener("change", () => { S.expPick = { ...S.expPick, y: $("exp-y").value }; drawExpChart(); });
   window.addEventListener("hashchange", () => {
+    const view = viewFromFragment();
+    if (view && view !== S.view && !$("app").hidden) showView(view);
     if (!/token=/.test(location.hash)) return;
     takeTokenFromFragment();
     S.token = sessionStorage.getItem(TOKEN_KEY);
@@ -504,6 +622,15 @@ function init() {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(redrawGraph, 100);
   }).observe($("dag"));
+  let chartTimer = null;
+  let chartSize = "";
+  new ResizeObserver(([entry]) => {
+    const now = `${Math.round(entry.contentRect.width)}x${Math.round(entry.contentRect.height)}`;
+    if (now === chartSize) return;
+    chartSize = now;
+    clearTimeout(chartTimer);
+    chartTimer = setTimeout(drawExpChart, 100);
+  }).observe($("exp-chart"));
   if (S.token) start(); else showLogin();
 }
 

@@ -40,7 +40,7 @@ export function duration(s) {
   if (t < 3600) return `${Math.floor(t / 60)}m ${String(t % 60).padStart(2, "0")}s`;
   return `${Math.floor(t / 3600)}h ${String(Math.floor((t % 3600) / 60)).padStart(2, "0")}m`;
 }
-function when(unix) {
+export function when(unix) {
   if (!unix) return "–";
   const d = new Date(unix * 1000);
   const now = new Date();
@@ -61,7 +61,7 @@ function cell(tr, content, cls, title) {
   if (title) td.title = title;
   return td;
 }
-function badge(sym, words, cls) {
+export function badge(sym, words, cls) {
   const b = document.createElement("span");
   b.className = `badge ${cls}`;
   const s = document.createElement("span");
@@ -134,6 +134,32 @@ export function overrides(r) {
 function commitText(r) {
   return r.commit ? r.commit.slice(0, 7) + (r.dirty ? "+" : "") : "–";
 }
+/**
+ * The data sources a run used, as `path@hash` with 8 characters of the content hash, when its
+ * record carries them (null otherwise).
+ */
+export function dataVersions(r) {
+  const data = r && r.data;
+  if (!data || typeof data !== "object") return null;
+  const out = Object.entries(data).filter(([, h]) => h)
+    .map(([path, h]) => ({ path, hash: String(h), text: `${path}@${String(h).replace(/^[a-z0-9]+:/i, "").slice(0, 8)}` }));
+  return out.length ? out : null;
+}
+/** One element per data source of `versions`, each `path@shorthash` with the full hash on hover. */
+function dataElement(versions, cls) {
+  const wrap = document.createElement("span");
+  wrap.className = cls;
+  versions.forEach((v, i) => {
+    if (i) wrap.append(", ");
+    const s = document.createElement("span");
+    s.className = "dv";
+    s.dataset.path = v.path;
+    s.textContent = v.text;
+    s.title = `${v.path}: content hash ${v.hash}`;
+    wrap.appendChild(s);
+  });
+  return wrap;
+}
 function commitTitle(r) {
   if (!r.commit) return undefined;
   return r.commit + (r.dirty ? "\nbuilt from a work tree with uncommitted changes to tracked files" : "");
@@ -192,6 +218,11 @@ export function drawRuns(tbody, list, selected, seen, onSelect) {
     }
     const commitTd = cell(tr, commitText(r), "mono commit", commitTitle(r));
     if (r.dirty) commitTd.dataset.dirty = "";
+    const data = dataVersions(r);
+    if (data) {
+      commitTd.title = (commitTd.title ? commitTd.title + "\n" : "") + "data " + data.map((v) => `${v.path}@${v.hash}`).join(", ");
+      commitTd.append(document.createElement("br"), dataElement(data, "data-versions clip"));
+    }
     cell(tr, when(r.started), null, r.started ? new Date(r.started * 1000).toLocaleString() : undefined);
     const took = cell(tr, duration(runSeconds(r)), "num");
     if (r.status === "running" && r.started) took.dataset.runningSince = r.started;
@@ -219,13 +250,15 @@ export function drawRun(meta, table, empty, r, selectedTarget, onSelect) {
   ];
   if (r.endpoint) bits.push([" · endpoint ", r.endpoint]);
   if (r.commit) bits.push([" · commit ", commitText(r)]);
+  const data = dataVersions(r);
+  if (data) bits.push([" · data ", dataElement(data, "data-versions")]);
   const params = overrides(r);
   if (params) bits.push([" · params ", params]);
   bits.push([" · took ", duration(runSeconds(r))]);
   for (const [label, value] of bits) {
     meta.append(label);
     const b = document.createElement("b");
-    b.textContent = value;
+    if (value instanceof Node) b.appendChild(value); else b.textContent = value;
     meta.appendChild(b);
   }
   if (r.message || r.error) {
