@@ -11,7 +11,6 @@ import json
 import marshal
 import os
 import shutil
-import signal
 import stat as stat_mod
 import subprocess
 import sys
@@ -19,13 +18,13 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
 import xxhash
 
 KEY_FORMAT = 1
 TREE_FORMAT = 1
-_CHUNK = 1 << 20
+_CHUNK = 256 << 10  # within a core's L2 cache: the hash reads what the read just wrote
 _PARALLEL_BYTES = 32 << 20
 _RACY_NS = 100_000_000  # a file modified this recently may change again within one mtime tick
 _local = threading.local()
@@ -45,7 +44,7 @@ def hash_bytes(data: bytes) -> str:
 
 
 def hash_file(path: str) -> str:
-    """xxh3-128 of a file's content, read in 1 MiB chunks into a buffer kept per thread
+    """xxh3-128 of a file's content, read in 256 KiB chunks into a buffer kept per thread
     (a fresh buffer per file costs more than hashing a 100 KB file: its pages are
     faulted in, then unmapped)."""
     buf = getattr(_local, "buf", None)
@@ -66,77 +65,16 @@ def _hash_files(paths: list[str]) -> list[str]:
     return [hash_file(p) for p in paths]
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def hash_parallel(paths: list[str]) -> list[str] | None:
-    """hash_file of many files in one forked worker process per CPU (at most 8); None
-    where forking is not safe (not Linux, or threads are running).
+    """hash_file of many files in forked worker processes, one per CPU (forked_map); None
+    where forking is not safe. A file a worker could not read is read here (raising
+    what reading it raises)."""
+    from mlmake.forked import forked_map
 
-    Processes rather than threads: no lock (the GIL) is shared between them, so the reads
-    and the hashing of every CPU overlap completely. The files of a worker that failed are
-    read here instead (raising what reading them raises)."""
-    if not sys.platform.startswith("linux") or threading.active_count() > 1 or not paths:
+    found = forked_map(hash_file, paths)
+    if found is None:
         return None
-    n = max(1, min(8, _cpus(), len(paths)))
-    parts = [list(range(i, len(paths), n)) for i in range(n)]
-    kids: list[tuple[int, int, list[int]]] = []
-    results: list[str | None] = [None] * len(paths)
-    try:
-        for part in parts:
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                _worker([paths[i] for i in part], w)  # never returns
-            os.close(w)
-            kids.append((pid, r, part))
-        for k, (pid, r, part) in enumerate(kids):
-            chunks = []
-            while chunk := os.read(r, 1 << 20):
-                chunks.append(chunk)
-            os.close(r)
-            _, status = os.waitpid(pid, 0)
-            kids[k] = (0, -1, part)
-            try:
-                found = marshal.loads(b"".join(chunks)) if status == 0 else []
-            except (EOFError, ValueError, TypeError):
-                found = []
-            if type(found) is list and len(found) == len(part):
-                for i, d in zip(part, found, strict=True):
-                    results[i] = d if type(d) is str else None
-    finally:
-        for pid, r, _ in kids:
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            if r >= 0:
-                os.close(r)
-    return [d if d is not None else hash_file(p) for p, d in zip(paths, results, strict=True)]
-
-
-def _worker(paths: list[str], w: int) -> NoReturn:
-    """A forked worker of hash_parallel: hash `paths`, send their digests (None for a file
-    it could not read) through the pipe `w`, leave without the parent's cleanup."""
-    code = 1
-    try:
-        os.closerange(3, w)  # not the parent's locks and files
-        os.closerange(w + 1, 1 << 16)
-        found: list[str | None] = []
-        for p in paths:
-            try:
-                found.append(hash_file(p))
-            except OSError:
-                found.append(None)
-        view = memoryview(marshal.dumps(found))
-        while view:
-            view = view[os.write(w, view):]
-        code = 0
-    finally:
-        os._exit(code)
+    return [d if type(d) is str else hash_file(p) for p, d in zip(paths, found, strict=True)]
 
 
 def tree_digest(entries: Iterable[Entry]) -> str:

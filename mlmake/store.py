@@ -411,25 +411,34 @@ class Store:
         except OSError as exc:
             raise self._write_error(exc, files[0][0]) from None
         now = self.stats_now()
-        put, key, made = self.stats.put, self._stat_key, self._made
         states: list[FileState] = []
-        for src, oid, executable, st in files:  # (a hot loop: 10,000 files are common)
-            mode = _RO_EXEC if executable else _RO
-            shard = f"{self.path}{os.sep}{oid[:2]}"
+        # one process: links made by forked workers were slower still (they queue on the
+        # filesystem's journal)
+        for file in files:
             try:
-                if st.st_mode & 0o7777 != mode:
-                    os.chmod(src, mode)  # before the link: an object is never writable
-                if shard not in made:
-                    self._mkdir(shard)
-                os.link(src, f"{shard}{os.sep}{oid[2:]}")
+                state = self._take(file)
             except FileExistsError:
-                states.append(self._join(src, oid, st, mode))
+                src, oid, executable, st = file
+                states.append(self._join(src, oid, st, _RO_EXEC if executable else _RO))
                 continue
             except OSError as exc:
-                raise self._write_error(exc, src) from None
-            put(key(oid), st, oid, now)
-            states.append((st.st_ino, st.st_size, st.st_mtime_ns, (st.st_mode & ~0o7777) | mode))
+                raise self._write_error(exc, file[0]) from None
+            self.stats.put(self._stat_key(file[1]), file[3], file[1], now)
+            states.append(state)
         return states
+
+    def _take(self, file: tuple[str, str, bool, os.stat_result]) -> FileState:
+        """Make a file read-only and link it into the store under its hash; the state it is
+        left in. FileExistsError when that object is stored already."""
+        src, oid, executable, st = file
+        mode = _RO_EXEC if executable else _RO
+        if st.st_mode & 0o7777 != mode:
+            os.chmod(src, mode)  # before the link: an object is never writable
+        shard = f"{self.path}{os.sep}{oid[:2]}"
+        if shard not in self._made:
+            self._mkdir(shard)
+        os.link(src, f"{shard}{os.sep}{oid[2:]}")
+        return (st.st_ino, st.st_size, st.st_mtime_ns, (st.st_mode & ~0o7777) | mode)
 
     def _join(self, src: str, oid: str, st: os.stat_result, mode: int) -> FileState:
         """`src` holds the content of the stored object `oid`: leave it if it is that object,
