@@ -429,11 +429,24 @@ def test_forked_workers_hash_a_large_tree_exactly_as_a_read_does(tmp_path: Path)
 
 
 def test_a_file_a_worker_cannot_read_is_reported_by_the_caller(tmp_path: Path):
+    # in a fresh interpreter: hash_parallel forks only while no other thread runs, and this
+    # test session may hold threads of other tests' servers
+    import subprocess
+    import sys
+    import textwrap
+
     write(tmp_path, {"a": "1", "b": "2"})
     paths = [str(tmp_path / "a"), str(tmp_path / "gone"), str(tmp_path / "b")]
-    with pytest.raises(FileNotFoundError):
-        hash_parallel(paths)
-    assert hash_parallel(paths[::2]) == [hash_bytes(b"1"), hash_bytes(b"2")]
+    code = textwrap.dedent(f"""
+        import pytest
+        from mlmake.hashing import hash_bytes, hash_parallel
+        paths = {paths!r}
+        with pytest.raises(FileNotFoundError):
+            hash_parallel(paths)
+        assert hash_parallel(paths[::2]) == [hash_bytes(b"1"), hash_bytes(b"2")]
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_no_workers_are_forked_while_threads_run(tmp_path: Path):
