@@ -102,6 +102,29 @@ class StoreError(MlmakeError):
     exit_code = EXIT_STORE
 
 
+class CorruptObjectError(StoreError):
+    """A cache object's content does not match its hash; it has been removed."""
+
+    def __init__(self, oid: str, out: str, found: str) -> None:
+        self.oid = oid
+        self.out = out
+        super().__init__(
+            f"the cached copy of '{out}' is corrupt (object {oid[:12]}… hashes to "
+            f"{found[:12]}…); it was taken out of the cache under that name and nothing "
+            "was linked. Rebuild it with `mlmake -B TARGET`, or fetch it again with "
+            "`mlmake pull`.")
+
+
+class MissingObjectError(StoreError):
+    """An object an out needs is not in the local store."""
+
+    def __init__(self, oid: str, out: str) -> None:
+        self.oid = oid
+        self.out = out
+        super().__init__(f"'{out}' is not in the cache (object {oid[:12]}…). Fetch it with "
+                         "`mlmake pull`, or rebuild it with `mlmake TARGET`.")
+
+
 class RemoteError(MlmakeError):
     """A remote cannot be reached or holds bad data."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mlmake import git, sources
@@ -11,7 +12,7 @@ from mlmake.lockfile import Lock
 from mlmake.model import OutRecord
 from mlmake.runs import RunStore
 from mlmake.runcache import RunCache, parse_entry
-from mlmake.store import Store, referenced
+from mlmake.store import Store
 
 
 @dataclass(frozen=True)
@@ -132,3 +133,14 @@ def _name(gone: set[str], sizes: dict[str, int], store: Store, runcache: RunCach
     items = [GcItem(path, target, commit, len(oids), sum(sizes.get(o, 0) for o in oids))
              for (path, target, commit), oids in groups.items()]
     return sorted(items, key=lambda i: (i.path == "", i.path, i.target, i.commit))
+
+
+def referenced(store: Store, records: Iterable[OutRecord]) -> set[str]:
+    """Every object the given out records need (manifests read from the store)."""
+    keep: set[str] = set()
+    for rec in records:
+        try:
+            keep.update(store.record_oids(rec))
+        except StoreError:
+            keep.add(rec.oid)
+    return keep

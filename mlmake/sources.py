@@ -316,29 +316,8 @@ def fetch(remote: Any, store: Store, recs: list[tuple[str, SourceRecord]],
     (CorruptRemoteObjectError refuses a bad one); (objects, bytes, present, paths missing)."""
     manifests = {rec.out.oid: path for path, rec in recs if rec.is_dir}
     remote.fetch_objects(store, manifests)
-    wanted: dict[str, str] = {}
-    executable: set[str] = set()
-    owner: dict[str, str] = {}
     missing: list[str] = []
-    for path, rec in recs:
-        if rec.is_dir:
-            try:
-                entries = store.manifest(rec.hash)
-            except StoreError:
-                entries = None
-            if entries is None:
-                missing.append(path)
-                continue
-            for e in entries:
-                wanted.setdefault(e.hash, f"{path}/{e.path}")
-                owner.setdefault(e.hash, path)
-                if e.executable:
-                    executable.add(e.hash)
-        else:
-            wanted.setdefault(rec.hash, path)
-            owner.setdefault(rec.hash, path)
-            if rec.out.executable:
-                executable.add(rec.hash)
+    wanted, executable, owner = store.wanted([(p, rec.out) for p, rec in recs], missing)
     moved = remote.fetch_objects(store, wanted, executable, progress)
     missing += sorted({owner[o] for o in moved.missing})
     return moved.objects, moved.nbytes, moved.present, missing

@@ -14,43 +14,20 @@ import os
 import shutil
 import stat as stat_mod
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from mlmake import atomic
-from mlmake.errors import StoreError
+from mlmake.errors import CorruptObjectError, MissingObjectError, StoreError
 from mlmake.hashing import Entry, FileState, StatCache, hash_file, tree_digest
 from mlmake.links import copy_file as _copy, link as _link, reflink as _reflink, remove_path, \
     unlink_quiet as _unlink
 from mlmake.model import MANIFEST_SUFFIX, OutRecord
 
-__all__ = ["MANIFEST_SUFFIX", "CorruptObjectError", "MissingObjectError", "Store", "referenced",
+__all__ = ["MANIFEST_SUFFIX", "CorruptObjectError", "MissingObjectError", "Store",
            "remove_path"]
 _RO = 0o444
 _RO_EXEC = 0o555
-
-
-class CorruptObjectError(StoreError):
-    """A cache object's content does not match its hash; it has been removed."""
-
-    def __init__(self, oid: str, out: str, found: str) -> None:
-        self.oid = oid
-        self.out = out
-        super().__init__(
-            f"the cached copy of '{out}' is corrupt (object {oid[:12]}… hashes to "
-            f"{found[:12]}…); it was taken out of the cache under that name and nothing "
-            "was linked. Rebuild it with `mlmake -B TARGET`, or fetch it again with "
-            "`mlmake pull`.")
-
-
-class MissingObjectError(StoreError):
-    """An object an out needs is not in the local store."""
-
-    def __init__(self, oid: str, out: str) -> None:
-        self.oid = oid
-        self.out = out
-        super().__init__(f"'{out}' is not in the cache (object {oid[:12]}…). Fetch it with "
-                         "`mlmake pull`, or rebuild it with `mlmake TARGET`.")
 
 
 class Store:
@@ -621,14 +598,3 @@ def _size(n: int) -> str:
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n} B"
-
-
-def referenced(store: Store, records: Iterable[OutRecord]) -> set[str]:
-    """Every object the given out records need (manifests read from the store)."""
-    keep: set[str] = set()
-    for rec in records:
-        try:
-            keep.update(store.record_oids(rec))
-        except StoreError:
-            keep.add(rec.oid)
-    return keep
