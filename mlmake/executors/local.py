@@ -202,17 +202,13 @@ for pid in $p; do kill -s KILL "$pid" 2>/dev/null; done
 
 
 class _Guardian:
-    """The `sh` that kills the executor's running shells when this process goes away.
-
-    A reaped shell is reported with the next start (one pipe write per command): until
-    then, a pid that the system might already reuse stays listed for a moment."""
+    """The `sh` that kills the executor's running shells when this process goes away."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None
         self._proc = proc
         self._fd = proc.stdin.fileno()
         self._mutex = threading.Lock()
-        self._reaped: list[int] = []
         self._alive = True
 
     @classmethod
@@ -229,12 +225,13 @@ class _Guardian:
 
     def watch(self, pid: int) -> None:
         with self._mutex:
-            reaped, self._reaped = self._reaped, []
-            self._send("".join(f"- {p}\n" for p in reaped) + f"+ {pid}\n")
+            self._send(f"+ {pid}\n")
 
     def forget(self, pid: int) -> None:
+        """Unlist a reaped shell at once: its pid may soon name an unrelated process, which
+        the guardian must never kill if mlmake dies later."""
         with self._mutex:
-            self._reaped.append(pid)
+            self._send(f"- {pid}\n")
 
     def _send(self, lines: str) -> None:
         if not self._alive:
@@ -246,7 +243,6 @@ class _Guardian:
 
     def close(self) -> None:
         with self._mutex:
-            self._send("".join(f"- {p}\n" for p in self._reaped))
             self._alive = False
             assert self._proc.stdin is not None
             try:
