@@ -6,8 +6,9 @@ Writes a tree of N files totalling M MB once, then, median of --repeat, each on 
 of the tree (the copy is not timed; `sync` runs before every timing):
   cat (parallel)   `xargs -P CPUS cat > /dev/null` over the same files: the read rate;
   cp -al           hard-link copy of the tree (what storing without a second copy costs);
-  mlmake add       `mlmake add data/raw` end to end (hash in parallel, move into the store
-                   by hard link, link back read-only, record the lock);
+  mlmake add       `mlmake add data/raw` end to end (hash in forked workers, move into the
+                   store by hard link, read-only, record the lock), its bytecode compiled
+                   once beforehand, as an installed mlmake's is;
   re-add           `mlmake add data/raw` again, unchanged (one stat per file).
 Goals (issue 18): add hashes at >= 80% of the read rate of `cat`; no second copy is stored
 (every file shares its inode with its object); re-adding an unchanged tree is cheap.
