@@ -1,15 +1,15 @@
 """The page `mlmake serve` serves at `/`, in a real browser: Debian's Chromium driven by Playwright.
 
 One served project (a pipeline with a matrix target, an order-only edge, an endpoint, three commits
-with metrics, two experiments and a few runs) is shared by the module; each test opens its own page
-and checks that no request left the service and the console stayed free of errors.
+with metrics, two experiments and a few runs) is shared by the module, and a second small one whose
+builds read tracked data sources serves the data-version test; each test opens its own page and
+checks that no request left the service and the console stayed free of errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,31 +151,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    if not os.path.exists(CHROMIUM):
-        missing(f"Chromium not found at {CHROMIUM}: install Debian's package "
-                "(apt-get install chromium) or set MLMAKE_CHROMIUM")
-    need("playwright", "Playwright for Python is not installed (pip install -e '.[test]')")
-    base = tmp_path_factory.mktemp("page")
+def _env(base: Path) -> dict[str, str]:
+    """The environment of a served project's commands: its own HOME and the token."""
     home = base / "home"
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
            "MLMAKE_SERVE_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     env.pop("GIT_DIR", None)
-    repo = Repo(base / "repo")
-    repo.write({"Mlfile": MLFILE, "src/step.py": STEP, "src/evaluate.py": EVALUATE})
-    for acc, lr, msg in ((0.81, 0.1, "first model"), (0.86, 0.1, "more data"),
-                         (0.9, 0.05, "tune the lr")):
-        repo.write({"params.toml": params(acc, lr)})
-        r = repo.mlmake(env=env)
-        assert r.code == 0, r.text
-        repo.commit(msg)
-    # An edit not yet built: train (both variants) and evaluate are stale in the work tree.
-    repo.write({"params.toml": params(0.9, 0.02)})
-    # Two experiments on that edit (acc-1 scores 0.95, acc-2 0.7); the work tree stays as it is.
-    r = repo.mlmake("exp", "run", "-S", "train.acc=0.95,0.7", "--name", "acc", env=env)
-    assert r.code == 0, r.text
+    return env
+
+
+@contextmanager
+def _serving(base: Path, repo: Repo, env: dict[str, str]) -> Iterator[Served]:
+    """`mlmake serve` on a free port in `repo`, once its API answers; stopped on the way out."""
     port = _free_port()
     log = base / "serve.log"
     with open(log, "wb") as out:
@@ -191,11 +180,40 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 if proc.poll() is not None or time.monotonic() > end:
                     raise AssertionError(f"mlmake serve did not start:\n{s.output()}") from None
                 time.sleep(0.1)
-        # A run through the API that reruns train with another lr (and so has train logs).
-        s.wait_run(s.trigger(params={"train.lr": 0.2}))
         yield s
     finally:
         _stop(proc)
+
+
+def _need_a_browser() -> None:
+    if not os.path.exists(CHROMIUM):
+        missing(f"Chromium not found at {CHROMIUM}: install Debian's package "
+                "(apt-get install chromium) or set MLMAKE_CHROMIUM")
+    need("playwright", "Playwright for Python is not installed (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    _need_a_browser()
+    base = tmp_path_factory.mktemp("page")
+    env = _env(base)
+    repo = Repo(base / "repo")
+    repo.write({"Mlfile": MLFILE, "src/step.py": STEP, "src/evaluate.py": EVALUATE})
+    for acc, lr, msg in ((0.81, 0.1, "first model"), (0.86, 0.1, "more data"),
+                         (0.9, 0.05, "tune the lr")):
+        repo.write({"params.toml": params(acc, lr)})
+        r = repo.mlmake(env=env)
+        assert r.code == 0, r.text
+        repo.commit(msg)
+    # An edit not yet built: train (both variants) and evaluate are stale in the work tree.
+    repo.write({"params.toml": params(0.9, 0.02)})
+    # Two experiments on that edit (acc-1 scores 0.95, acc-2 0.7); the work tree stays as it is.
+    r = repo.mlmake("exp", "run", "-S", "train.acc=0.95,0.7", "--name", "acc", env=env)
+    assert r.code == 0, r.text
+    with _serving(base, repo, env) as s:
+        # A run through the API that reruns train with another lr (and so has train logs).
+        s.wait_run(s.trigger(params={"train.lr": 0.2}))
+        yield s
 
 
 # -- the browser -------------------------------------------------------------------------------
@@ -208,7 +226,8 @@ def expect(locator: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def browser(served: Served) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    _need_a_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -238,8 +257,8 @@ class View:
         assert self.errors == [], f"console errors: {self.errors}"
 
 
-@pytest.fixture
-def view(browser: Any, served: Served) -> Iterator[View]:
+@contextmanager
+def _viewing(browser: Any, served: Served) -> Iterator[View]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(10_000)
@@ -247,8 +266,16 @@ def view(browser: Any, served: Served) -> Iterator[View]:
     page.on("request", lambda r: v.requests.append(r.url))
     page.on("console", lambda m: v.errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: v.errors.append(f"uncaught: {e}"))
-    yield v
-    context.close()
+    try:
+        yield v
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def view(browser: Any, served: Served) -> Iterator[View]:
+    with _viewing(browser, served) as v:
+        yield v
 
 
 def texts(view: View, selector: str) -> list[str]:
@@ -577,34 +604,106 @@ def test_the_experiments_view_shows_a_new_experiment_when_its_run_finishes(
     view.assert_clean()
 
 
-def test_a_run_whose_record_names_its_data_versions_shows_them(view: View,
-                                                              served: Served) -> None:
-    # Build records carry `data` (source path -> content hash) once a build records the data
-    # sources it read; the page is checked here on a record that carries one.
-    runs = served.api("/api/runs")
-    with_data, without = runs[0]["id"], runs[-1]["id"]
-    data = {"data/raw.csv": "0123456789abcdef0123456789abcdef",
-            "data/labels/": "fedcba9876543210fedcba9876543210"}
+# -- data versions -----------------------------------------------------------------------------
+HELLO = """
+    [target.hello]
+    cmd = "echo hello > hello.txt"
+    outs = ["hello.txt"]
+"""
+COUNT = """
+    [target.count]
+    desc = "count the labelled rows"
+    cmd = "cat data/raw.csv data/labels/*.txt | wc -l > count.txt"
+    deps = ["data/raw.csv", "data/labels/"]
+    outs = ["count.txt"]
+"""
 
-    def add_data(route: Any) -> None:
-        response = route.fetch()
-        body = response.json()
-        for r in body if isinstance(body, list) else [body]:
-            if isinstance(r, dict) and r.get("id") == with_data:
-                r["data"] = data
-        route.fulfill(response=response, json=body)
 
-    view.page.route(re.compile(r"/api/runs(/[^/?]+)?(\?.*)?$"), add_data)
+@dataclass
+class DataBuilds:
+    """The served data project and its three builds, oldest first, with the data versions
+    (source path -> content hash) the lock held when each was made."""
+
+    served: Served
+    builds: list[str]
+    versions: list[dict[str, str]]
+
+
+def _sources(repo: Repo) -> dict[str, str]:
+    lock = json.loads(repo.read("Mlfile.lock"))
+    return {path: rec["hash"] for path, rec in lock.get("sources", {}).items()}
+
+
+def _build(repo: Repo, env: dict[str, str], msg: str) -> str:
+    """Build the work tree, commit, and return the new build's id."""
+    before = {r["build"] for r in repo.runs()}
+    r = repo.mlmake(env=env)
+    assert r.code == 0, r.text
+    repo.commit(msg)
+    [build] = {r["build"] for r in repo.runs() if r["outcome"] == "ran"} - before
+    return str(build)
+
+
+@pytest.fixture(scope="module")
+def served_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataBuilds]:
+    """A project that builds once with no data source, then reads two tracked sources (a file
+    and a directory) in two versions of the file: add, build, edit, add again, build."""
+    _need_a_browser()
+    base = tmp_path_factory.mktemp("page-data")
+    env = _env(base)
+    repo = Repo(base / "repo")
+    repo.write({"Mlfile": HELLO})
+    builds = [_build(repo, env, "hello, no data yet")]
+    versions = [_sources(repo)]
+    repo.write({"Mlfile": HELLO + COUNT, "data/raw.csv": "id,label\n1,cat\n2,dog\n",
+                "data/labels/cat.txt": "cat\n", "data/labels/dog.txt": "dog\n"})
+    r = repo.mlmake("add", "data/raw.csv", "data/labels", env=env)
+    assert r.code == 0, r.text
+    builds.append(_build(repo, env, "count the data, v1"))
+    versions.append(_sources(repo))
+    (repo.path / "data/raw.csv").unlink()  # a read-only link into the store: replace it
+    repo.write({"data/raw.csv": "id,label\n1,cat\n2,dog\n3,cat\n"})
+    r = repo.mlmake("add", "data/raw.csv", env=env)
+    assert r.code == 0 and "updated data/raw.csv" in r.out, r.text
+    builds.append(_build(repo, env, "more rows, v2"))
+    versions.append(_sources(repo))
+    with _serving(base, repo, env) as s:
+        yield DataBuilds(s, builds, versions)
+
+
+@pytest.fixture
+def data_view(browser: Any, served_data: DataBuilds) -> Iterator[View]:
+    with _viewing(browser, served_data.served) as v:
+        yield v
+
+
+def test_a_run_whose_record_names_its_data_versions_shows_them(data_view: View,
+                                                              served_data: DataBuilds) -> None:
+    builds, versions = served_data.builds, served_data.versions
+    none, v1, v2 = versions
+    assert none == {} and set(v1) == set(v2) == {"data/raw.csv", "data/labels"}
+    assert v1["data/raw.csv"] != v2["data/raw.csv"] and v1["data/labels"] == v2["data/labels"]
+    # each build recorded the versions its lock held, as `runs --json` and the API tell
+    recorded = {r["build"]: r["data"] for r in served_data.served.repo.runs()}
+    assert [recorded[b] for b in builds] == versions
+    api = {r["id"]: r["data"] for r in served_data.served.api("/api/runs")}
+    assert [api[b] for b in builds] == versions
+
+    def shown(data: dict[str, str]) -> list[str]:
+        return [f"{path}@{digest[:8]}" for path, digest in sorted(data.items())]
+
+    view = data_view
     view.open()
-    row = view.page.locator(f'#runs tbody tr[data-run-id="{with_data}"]')
-    row.locator(".data-versions").wait_for()
-    assert texts(view, f'#runs tbody tr[data-run-id="{with_data}"] .data-versions .dv') == [
-        "data/raw.csv@01234567", "data/labels/@fedcba98"]
+    for build, data in zip(builds[1:], versions[1:]):
+        row = view.page.locator(f'#runs tbody tr[data-run-id="{build}"]')
+        row.locator(".data-versions").wait_for()
+        assert texts(view, f'#runs tbody tr[data-run-id="{build}"] .data-versions .dv') == \
+            shown(data)
+    without = builds[0]
     assert view.page.locator(f'#runs tbody tr[data-run-id="{without}"] .data-versions'
                              ).count() == 0
-    row.click()
-    expect(view.page.locator("#run-meta")).to_contain_text(
-        "data data/raw.csv@01234567, data/labels/@fedcba98")
+    view.page.locator(f'#runs tbody tr[data-run-id="{builds[2]}"]').click()
+    expect(view.page.locator("#run-meta")).to_contain_text("data " + ", ".join(shown(v2)))
     view.page.locator(f'#runs tbody tr[data-run-id="{without}"]').click()
     expect(view.page.locator(f'#run-targets[data-run="{without}"]')).to_have_count(1)
     assert "data " not in view.page.locator("#run-meta").text_content()
