@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -56,6 +56,8 @@ def hash_file(path: str) -> str:
     try:
         while n := os.readv(fd, [buf]):
             h.update(view[:n])
+    except OSError as exc:  # name the file, as a failed open does
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     finally:
         os.close(fd)
     return h.hexdigest()
@@ -65,16 +67,28 @@ def _hash_files(paths: list[str]) -> list[str]:
     return [hash_file(p) for p in paths]
 
 
-def hash_parallel(paths: list[str]) -> list[str] | None:
+def hash_parallel(paths: list[str],
+                  each: Callable[[list[int], list[str]], None] | None = None
+                  ) -> list[str] | None:
     """hash_file of many files in forked worker processes, one per CPU (forked_map); None
     where forking is not safe. A file a worker could not read is read here (raising
-    what reading it raises)."""
+    what reading it raises). `each(indices, digests)` sees the digests as they come."""
     from mlmake.forked import forked_map
 
-    found = forked_map(hash_file, paths)
+    def got(indices: list[int], found: list[Any]) -> None:
+        done = [(i, d) for i, d in zip(indices, found, strict=True) if type(d) is str]
+        if each is not None and done:
+            each([i for i, _ in done], [d for _, d in done])
+
+    found = forked_map(hash_file, paths, got)
     if found is None:
         return None
-    return [d if type(d) is str else hash_file(p) for p, d in zip(paths, found, strict=True)]
+    redo = [i for i, d in enumerate(found) if type(d) is not str]
+    for i in redo:
+        found[i] = hash_file(paths[i])
+    if each is not None and redo:
+        each(redo, [found[i] for i in redo])
+    return found
 
 
 def tree_digest(entries: Iterable[Entry]) -> str:
@@ -247,6 +261,7 @@ class Scan(NamedTuple):
 
 
 FileState = tuple[int, int, int, int]  # (inode, size, mtime_ns, st_mode) of a file
+Hashed = Callable[[list[tuple[str, str, os.stat_result]]], None]  # (path, digest, stat)s
 
 
 class Hasher:
@@ -363,11 +378,13 @@ class Hasher:
             sig = self._sigs.pop(rel, None) or self.signatures([rel]).get(rel)
         return cached[1] if sig == cached[0] else None
 
-    def scan(self, rel: str) -> Scan:
+    def scan(self, rel: str, each: Hashed | None = None) -> Scan:
         """Hash the directory at `rel` file by file (through the stat cache), keeping each
-        file's stat; records no tree signature (see `settle`)."""
+        file's stat; records no tree signature (see `settle`). `each` is called with the
+        files (project path, digest, stat) in batches as they are hashed, so that the
+        caller's work on them overlaps the hashing of the rest."""
         files = self._walk(rel)
-        entries = self._hash_many(rel, files)
+        entries = self._hash_many(rel, files, each)
         return Scan(tree_digest(entries), entries, [st for _, st in files])
 
     def settle(self, rel: str, digest: str, files: list[tuple[str, FileState]]) -> bool:
@@ -442,7 +459,8 @@ class Hasher:
         out.sort()
         return out
 
-    def _hash_many(self, rel: str, files: list[tuple[str, os.stat_result]]) -> list[Entry]:
+    def _hash_many(self, rel: str, files: list[tuple[str, os.stat_result]],
+                   each: Hashed | None = None) -> list[Entry]:
         prefix = rel + "/" if rel not in ("", ".") else ""
         todo: list[tuple[int, str, os.stat_result]] = []
         digests: list[str | None] = []
@@ -451,27 +469,38 @@ class Hasher:
             digests.append(d)
             if d is None:
                 todo.append((i, prefix + p, st))
+        if each is not None and len(todo) < len(files):
+            each([(prefix + p, d, st) for (p, st), d in zip(files, digests, strict=True)
+                  if d is not None])
+
+        def got(ks: list[int], found: list[str]) -> None:
+            batch = []
+            for k, d in zip(ks, found, strict=True):
+                i, p, st = todo[k]
+                digests[i] = d
+                self.cache.put(p, st, d, self.now_ns)
+                batch.append((p, d, st))
+            if each is not None:
+                each(batch)
+
         if todo:
             size = sum(st.st_size for _, _, st in todo)
             base = self.root.rstrip(os.sep) + os.sep
             paths = [base + p for _, p, _ in todo]
             big = size >= _PARALLEL_BYTES
-            found = hash_parallel(paths) if big and self.forked else None
-            if found is not None:
-                results = found
-            elif big and len(todo) > 1:
-                workers = min(8, (os.cpu_count() or 2) * 2)
-                # batches, not one task per file: a thread hand-off costs about what
-                # hashing a 100 KB file does
-                step = max(1, min(256, len(paths) // (workers * 4)))
-                with ThreadPoolExecutor(workers) as pool:
-                    results = [d for batch in pool.map(
-                        _hash_files, [paths[i:i + step] for i in range(0, len(paths), step)])
-                        for d in batch]
-            else:
-                results = _hash_files(paths)
-            for (i, p, st), d in zip(todo, results, strict=True):
-                digests[i] = d
-                self.cache.put(p, st, d, self.now_ns)
+            if not (big and self.forked and hash_parallel(paths, got) is not None):
+                if big and len(todo) > 1:
+                    workers = min(8, (os.cpu_count() or 2) * 2)
+                    # batches, not one task per file: a thread hand-off costs about what
+                    # hashing a 100 KB file does
+                    step = max(1, min(256, len(paths) // (workers * 4)))
+                    with ThreadPoolExecutor(workers) as pool:
+                        results = [d for batch in pool.map(
+                            _hash_files, [paths[i:i + step]
+                                          for i in range(0, len(paths), step)])
+                            for d in batch]
+                else:
+                    results = _hash_files(paths)
+                got(list(range(len(todo))), results)
         return [Entry(p, d or "", bool(st.st_mode & 0o111))
                 for (p, st), d in zip(files, digests, strict=True)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlmake.errors import RemoteError, StoreError, UsageError
-from mlmake.hashing import Hasher, StatCache, is_glob
+from mlmake.hashing import FileState, Hasher, Scan, StatCache, is_glob
 from mlmake.lockfile import Lock
 from mlmake.model import MANIFEST_SUFFIX, OutRecord, SourceRecord
 from mlmake.store import Store, remove_path
@@ -109,7 +109,13 @@ def add(root: str, lock_path: str, store: Store, hasher: Hasher, targets: Iterab
     done = []
     for rel in rels:
         old = lock.sources.get(rel)
-        rec, changed = _store(root, rel, store, hasher, old)
+        try:
+            rec, changed = _store(root, rel, store, hasher, old)
+        except OSError as exc:
+            where = os.path.relpath(exc.filename, root) if exc.filename else rel
+            raise UsageError(f"cannot read '{where}' to add '{rel}': {exc.strerror}. Make it "
+                             f"readable or move it out of '{rel}', then run `mlmake add "
+                             f"{rel}` again.") from None
         status = "added" if old is None else "updated" if changed else "unchanged"
         if old is None or changed or old.imported:
             lock.sources[rel] = SourceRecord(rec)  # a local copy of an import: a local source
@@ -133,16 +139,16 @@ def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord 
         manifest = old is not None and old.is_dir and store.has(old.hash + MANIFEST_SUFFIX)
         if manifest and old is not None and hasher.known(rel) == old.hash:
             return old.out, False  # the stat-signature fast path
-        scan = hasher.scan(rel)
-        files = [(f"{full}/{e.path}", e.hash, e.executable, s)
-                 for e, s in zip(scan.entries, scan.stats, strict=True)]
-        rec = OutRecord(scan.digest, "dir", sum(s.st_size for s in scan.stats),
-                        len(scan.entries))
-        if manifest and old is not None and old.hash == scan.digest:
-            states = [(s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for s in scan.stats]
+        def same(digest: str) -> bool:  # recorded and stored already
+            return manifest and old is not None and old.hash == digest
+
+        scan, states = _scan_adopting(root, rel, store, hasher, same)
+        if same(scan.digest):
+            assert old is not None
             rec = old.out
         else:
-            states = store.adopt(files)
+            rec = OutRecord(scan.digest, "dir", sum(s.st_size for s in scan.stats),
+                            len(scan.entries))
             store.add_manifest(scan.entries)  # last: a manifest names only complete objects
         hasher.settle(rel, scan.digest, [(e.path, state) for e, state
                                          in zip(scan.entries, states, strict=True)])
@@ -153,6 +159,46 @@ def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord 
         rec = OutRecord(oid, "file", st.st_size, executable=bool(st.st_mode & 0o111))
         store.adopt([(full, oid, rec.executable, st)])
     return rec, old is None or old.hash != rec.hash
+
+
+def _scan_adopting(root: str, rel: str, store: Store, hasher: Hasher,
+                   same: Callable[[str], bool]) -> tuple[Scan, list[FileState]]:
+    """Hash the tree at `rel` and make its files their own objects (unless `same(digest)`
+    says it is stored already); the state each file is left in.
+
+    Where the store takes files by hard link, they are linked in batch by batch as the
+    workers hash them, so that the linking overlaps the hashing; a failure on the way
+    undoes every link made. Elsewhere (copies, reflinks) they are stored once all are
+    hashed."""
+    full = os.path.join(root, rel)
+    if not store.adopting(full):
+        scan = hasher.scan(rel)
+        if same(scan.digest):
+            return scan, [(s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for s in scan.stats]
+        return scan, store.adopt([(f"{full}/{e.path}", e.hash, e.executable, s)
+                                  for e, s in zip(scan.entries, scan.stats, strict=True)])
+    base = os.path.join(root, "")  # the tree's files' paths as the hasher gives them
+    taken: list[tuple[str, str, int]] = []
+    states: dict[str, FileState] = {}
+    later: list[tuple[str, str, bool, os.stat_result]] = []  # objects stored already
+
+    def each(batch: list[tuple[str, str, os.stat_result]]) -> None:
+        files = [(base + p, d, bool(st.st_mode & 0o111), st) for p, d, st in batch]
+        for f, state in zip(files, store.adopt_new(files, taken), strict=True):
+            if state is None:
+                later.append(f)
+            else:
+                states[f[0]] = state
+
+    try:
+        scan = hasher.scan(rel, each)
+        for f, state in zip(later, store.adopt(later, sync=False), strict=True):
+            states[f[0]] = state
+    except BaseException:
+        store.disown(taken)
+        raise
+    top = os.path.join(base, rel, "")
+    return scan, [states[top + e.path] for e in scan.entries]
 
 
 def _relpath(root: str, path: str) -> str:

@@ -371,38 +371,70 @@ class Store:
         it is ever linked. Otherwise (reflinks, copies, another filesystem) objects are
         staged copies (`add_files`) and the work tree is left as it is. `sync=False` skips
         the sync: the caller fsyncs the objects before anything durable (the lock, a run-cache
-        entry) names them.
+        entry) names them, or synced them before (`adopting`).
         """
         if not files:
             return []
         if not self._moves(os.path.dirname(files[0][0])):
             self.add_files([(p, oid, x) for p, oid, x, _ in files], move=False)
             return [_state(st) for *_, st in files]
-        try:
-            if not sync:
-                pass  # the caller fsyncs the objects before anything durable names them
-            elif len(files) == 1:
-                atomic.fsync_file(files[0][0])
-            else:
-                atomic.sync_fs(self.path)
-        except OSError as exc:
-            raise self._write_error(exc, files[0][0]) from None
-        now = self.stats_now()
-        states: list[FileState] = []
+        if sync:
+            self._sync(files[0][0] if len(files) == 1 else None)
         # one process: links made by forked workers were slower still (they queue on the
         # filesystem's journal)
+        states = self.adopt_new(files, [])
+        return [s if s is not None else self._join(src, oid, st, _RO_EXEC if x else _RO)
+                for s, (src, oid, x, st) in zip(states, files, strict=True)]
+
+    def adopting(self, path: str) -> bool:
+        """Get ready to adopt the files under `path` in batches as they are hashed
+        (`adopt_new`): one sync of the filesystem first, so that an object's name only ever
+        appears over data already on disk. False where this store keeps copies (`adopt`
+        them once hashed)."""
+        if not self._moves(path):
+            return False
+        self._sync(None)
+        return True
+
+    def adopt_new(self, files: list[tuple[str, str, bool, os.stat_result]],
+                  taken: list[tuple[str, str, int]]) -> list[FileState | None]:
+        """`adopt` for files whose objects are new (hard-link stores, after `adopting` or a
+        sync): each is made read-only and linked in; None for a file whose object is stored
+        already (`adopt` it once nothing can fail any more). Each file linked in is noted
+        in `taken` (path, oid, mode before), so that `disown(taken)` undoes it."""
+        now = self.stats_now()
+        states: list[FileState | None] = []
         for file in files:
             try:
-                state = self._take(file)
-            except FileExistsError:
-                src, oid, executable, st = file
-                states.append(self._join(src, oid, st, _RO_EXEC if executable else _RO))
+                states.append(self._take(file))
+            except OSError as exc:  # made read-only, not linked: "" names no new object
+                taken.append((file[0], "", file[3].st_mode))
+                if not isinstance(exc, FileExistsError):
+                    raise self._write_error(exc, file[0]) from None
+                states.append(None)
                 continue
-            except OSError as exc:
-                raise self._write_error(exc, file[0]) from None
+            taken.append((file[0], file[1], file[3].st_mode))
             self.stats.put(self._stat_key(file[1]), file[3], file[1], now)
-            states.append(state)
         return states
+
+    def disown(self, taken: list[tuple[str, str, int]]) -> None:
+        """Undo `adopt_new`: unlink the objects it made, and give each file back its mode
+        unless something else links it now."""
+        for src, oid, mode in reversed(taken):
+            try:
+                if oid and os.path.samefile(src, self.object_path(oid)):
+                    os.unlink(self.object_path(oid))
+                if os.stat(src).st_nlink == 1:
+                    os.chmod(src, mode & 0o7777)
+            except OSError:
+                continue
+
+    def _sync(self, path: str | None) -> None:
+        """fsync one file, or (None) sync this store's whole filesystem."""
+        try:
+            atomic.fsync_file(path) if path is not None else atomic.sync_fs(self.path)
+        except OSError as exc:
+            raise self._write_error(exc, path or self.path) from None
 
     def _take(self, file: tuple[str, str, bool, os.stat_result]) -> FileState:
         """Make a file read-only and link it into the store under its hash; the state it is

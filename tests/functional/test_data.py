@@ -154,6 +154,47 @@ def test_a_large_tree_is_moved_into_the_store_and_a_changed_file_is_picked_up(re
     assert repo.mlmake().code == 0
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux's /proc")
+def test_a_file_that_cannot_be_read_stops_add_and_leaves_the_tree_as_it_was(repo):
+    """34 MiB, so the files are linked into the store while the workers still hash; one
+    entry cannot be read (a link to /proc/self/mem: reading it fails even as root)."""
+    big = {f"data/big/{i % 4}/f{i:02d}.bin": os.urandom(1 << 20) for i in range(34)}
+    big["data/big/3/copy.bin"] = big["data/big/0/f00.bin"]  # its object is stored already
+    repo.write({"Mlfile": """
+        [target.count]
+        cmd = "ls -R data/big | wc -l > count.txt"
+        deps = ["data/big/"]
+        outs = ["count.txt"]
+    """, **big})
+    os.symlink("/proc/self/mem", repo.path / "data/big/2/zz-unreadable")
+    before = {rel: (repo.path / rel).stat() for rel in big}
+    r = repo.mlmake("add", "data/big")
+    assert r.code == 2, r.text
+    assert "cannot read 'data/big/2/zz-unreadable' to add 'data/big'" in r.err
+    assert not (repo.path / "Mlfile.lock").exists()
+    cache = repo.path / ".mlmake" / "cache"
+    assert not [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else True
+    for rel, st in before.items():
+        now = (repo.path / rel).stat()
+        assert (now.st_ino, now.st_mode, now.st_nlink) == (st.st_ino, st.st_mode, 1), rel
+    os.unlink(repo.path / "data/big/2/zz-unreadable")
+    r = repo.mlmake("add", "data/big")
+    assert r.code == 0 and "35 files" in r.out, r.text
+    a, b = (repo.path / "data/big/0/f00.bin").stat(), (repo.path / "data/big/3/copy.bin").stat()
+    assert a.st_ino == b.st_ino and a.st_nlink == 3 and not a.st_mode & 0o222
+    lock = repo.read("Mlfile.lock")
+    # a failure while re-adding leaves the recorded version's objects alone
+    _replace(repo, "data/big/1/f01.bin", "new\n")
+    os.symlink("/proc/self/mem", repo.path / "data/big/2/zz-unreadable")
+    assert repo.mlmake("add", "data/big").code == 2
+    assert repo.read("Mlfile.lock") == lock
+    assert (repo.path / "data/big/0/f00.bin").stat().st_nlink == 3
+    os.unlink(repo.path / "data/big/2/zz-unreadable")
+    repo.mlmake("checkout", "--force")
+    assert (repo.path / "data/big/1/f01.bin").read_bytes() == big["data/big/1/f01.bin"]
+    assert repo.mlmake().code == 0
+
+
 def test_gc_keeps_data_that_a_kept_commit_records(tracked):
     old = _sources(tracked)["data/raw"]["hash"]
     _replace(tracked, "data/raw/f2.txt", "changed\n")

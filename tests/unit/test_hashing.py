@@ -449,6 +449,41 @@ def test_a_file_a_worker_cannot_read_is_reported_by_the_caller(tmp_path: Path):
     assert r.returncode == 0, r.stderr
 
 
+def test_workers_hand_their_results_over_in_batches_as_they_go(tmp_path: Path):
+    # in a fresh interpreter, as above
+    import subprocess
+    import sys
+    import textwrap
+
+    files = {f"d/{i % 3}/f{i:03d}.bin": os.urandom(1 << 18) + bytes([i]) for i in range(140)}
+    write(tmp_path, files)  # 35 MiB: hashed by the workers
+    code = textwrap.dedent(f"""
+        import os
+        from mlmake.forked import forked_map
+        from mlmake.hashing import Hasher, StatCache
+
+        def odd(i):
+            if i == 500:
+                raise OSError("no")
+            return i * i
+        calls = []
+        found = forked_map(odd, range(1000), lambda ix, rs: calls.append((ix, rs)), batch=64)
+        assert found == [None if i == 500 else i * i for i in range(1000)], found
+        seen = [i for ix, _ in calls for i in ix]
+        assert sorted(seen) == list(range(1000)) and len(calls) > 2, len(calls)
+        assert all(r == (None if i == 500 else i * i)
+                   for ix, rs in calls for i, r in zip(ix, rs))
+
+        got = []
+        scan = Hasher({str(tmp_path)!r}, StatCache(None), forked=True).scan("d", got.append)
+        assert len(got) > 1, len(got)
+        each = sorted((p, d) for batch in got for p, d, _ in batch)
+        assert each == sorted(("d/" + e.path, e.hash) for e in scan.entries), each[:3]
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_no_workers_are_forked_while_threads_run(tmp_path: Path):
     import threading
 
