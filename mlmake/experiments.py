@@ -212,19 +212,21 @@ class Experiments:
     # -- running ---------------------------------------------------------------------------
     def run(self, sets: tuple[str, ...] | list[str] = (), name: str | None = None,
             targets: tuple[str, ...] | list[str] = (), jobs: int = 1,
-            executor: str | None = None, progress: Progress | None = None
-            ) -> list[Experiment]:
+            executor: str | None = None, progress: Progress | None = None,
+            address: str | None = None) -> list[Experiment]:
         """Queue the experiments of `sets` and run them (`jobs` at a time); returns them
         recorded, in queue order."""
         names = [q.name for q in self.queue(sets, name, targets)]
-        return self.start(jobs, executor, progress, names)
+        return self.start(jobs, executor, progress, names, address)
 
     def start(self, jobs: int = 1, executor: str | None = None,
-              progress: Progress | None = None, names: list[str] | None = None
-              ) -> list[Experiment]:
+              progress: Progress | None = None, names: list[str] | None = None,
+              address: str | None = None) -> list[Experiment]:
         """Run the queued experiments (those of `names`, else all), `jobs` at a time, each in
         its own worktree; a target key that two of them need is built once (the key claim
-        makes the second wait, then it restores the first's result from the run cache)."""
+        makes the second wait, then it restores the first's result from the run cache).
+        `address`: the Ray cluster that the "ray" executor joins (all the experiments share
+        this process's one connection to it)."""
         claimed: list[tuple[Queued, str]] = []
         qdir, rdir = self._queue_dir(), self._queue_dir("running")
         for f in sorted(os.listdir(qdir)):
@@ -239,8 +241,9 @@ class Experiments:
         if not claimed:
             return []
         progress = progress or (lambda n, e: None)
+        options = {"address": address} if address else {}
         with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="mlmake-exp") as pool:
-            futures = [pool.submit(self._run_one, q, path, executor, progress)
+            futures = [pool.submit(self._run_one, q, path, executor, progress, options)
                        for q, path in claimed]
             try:
                 return [f.result() for f in futures]
@@ -255,7 +258,7 @@ class Experiments:
                 wp.cancel()
 
     def _run_one(self, q: Queued, claim: str, executor: str | None,
-                 progress: Progress) -> Experiment:
+                 progress: Progress, options: dict[str, Any] | None = None) -> Experiment:
         from mlmake.trigger import new_run_id
 
         build_id = new_run_id()
@@ -275,7 +278,8 @@ class Experiments:
         try:
             return self.project.build_commit(q.code or q.base, q.targets, q.overrides,
                                              build_id, inspect, reporter=rep,
-                                             executor=executor, started=started, area=area)
+                                             executor=executor, started=started, area=area,
+                                             executor_options=options)
         except MlmakeError as exc:
             rep.emit(ev.Notice(str(exc), "error"))
             return Experiment(q.name, "", q.base, q.code, "failed", time.time(), q.targets,

@@ -109,7 +109,8 @@ class WorktreesMixin(ProjectState):
                      trigger: str = "exp", reporter: ev.Reporter | None = None,
                      executor: str | None = None,
                      started: Callable[[W], None] | None = None,
-                     area: str = "exps/worktrees") -> T:
+                     area: str = "exps/worktrees",
+                     executor_options: dict[str, Any] | None = None) -> T:
         """Build `targets` of `commit` with `params` written into its params files, in a
         Git worktree under .mlmake/`area` that shares this project's store, run cache and
         run records; the work tree, index and lock are never touched. `inspect(worktree
@@ -119,7 +120,7 @@ class WorktreesMixin(ProjectState):
         def run(root: str) -> T:
             wp = self._worktree_project(root, targets, params, started)
             result = wp.run(targets, trigger=trigger, build_id=build_id, reporter=reporter,
-                            executor=executor)
+                            executor=executor, executor_options=executor_options)
             return inspect(wp, result)
 
         return trig.in_worktree(self.root, self.state_path(), commit, build_id, run, area)

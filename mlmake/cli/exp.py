@@ -68,9 +68,11 @@ def _ran(g: Ctx, exps: list[Any]) -> int:
               help="Experiments of a grid to run at once.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
               help="Run each experiment's targets here or as Ray tasks.")
+@click.option("--address", default=None, metavar="ADDR",
+              help="Ray cluster to join (auto, host:port, ray://...).")
 @pass_ctx
 def exp_run(g: Ctx, targets: tuple[str, ...], sets: tuple[str, ...], name: str | None,
-            only_queue: bool, jobs: int, executor: str | None) -> int:
+            only_queue: bool, jobs: int, executor: str | None, address: str | None) -> int:
     """Build the work tree's code with params set by -S in an isolated worktree, and record
     it as an experiment; the work tree, index and lock are not touched."""
     exps = _exps(g)
@@ -79,7 +81,7 @@ def exp_run(g: Ctx, targets: tuple[str, ...], sets: tuple[str, ...], name: str |
             click.echo(f"queued {q.name} " + " ".join(f"{k}={json.dumps(v)}"
                                                        for k, v in q.overrides.items()))
         return 0
-    return _ran(g, exps.run(sets, name, targets, jobs, executor, _progress(g)))
+    return _ran(g, exps.run(sets, name, targets, jobs, executor, _progress(g), address))
 
 
 @exp_group.command("start")
@@ -88,11 +90,14 @@ def exp_run(g: Ctx, targets: tuple[str, ...], sets: tuple[str, ...], name: str |
               help="Experiments to run at once.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
               help="Run each experiment's targets here or as Ray tasks.")
+@click.option("--address", default=None, metavar="ADDR",
+              help="Ray cluster to join (auto, host:port, ray://...).")
 @pass_ctx
-def exp_start(g: Ctx, names: tuple[str, ...], jobs: int, executor: str | None) -> int:
+def exp_start(g: Ctx, names: tuple[str, ...], jobs: int, executor: str | None,
+              address: str | None) -> int:
     """Run the queued experiments (or those NAMEd), JOBS at a time."""
-    done = _exps(g).start(jobs, executor, _progress(g),
-                                         list(names) if names else None)
+    done = _exps(g).start(jobs, executor, _progress(g), list(names) if names else None,
+                          address)
     if not done:
         click.echo("no queued experiments: queue some with `mlmake exp run --queue -S …`.")
         return 0

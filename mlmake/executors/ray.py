@@ -173,6 +173,62 @@ _remote_scratch = ray.remote(max_retries=0)(_run_in_scratch)
 _remote_kill = ray.remote(num_cpus=0, max_retries=0)(_kill_group_now)
 
 
+class _Session:
+    """This process's one connection to Ray, shared by every RayExecutor alive in it.
+
+    Ray allows one connection per process, and experiments build side by side in threads,
+    each with its own executor: the first `join` connects (under the lock, so two threads
+    never both call `ray.init`), and the last `leave` disconnects, shutting down the local
+    instance that `join` started. A connection that something else opened is used and left
+    as it was."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._owned = False  # whether `join` called ray.init, so `leave` calls ray.shutdown
+        self._address: str | None = None
+
+    def join(self, address: str | None) -> None:
+        """Count one more user, connecting first when it is the only one."""
+        with self._lock:
+            if self._users and address and address != self._address:
+                raise ExecutorError(f"this process is connected to the Ray cluster at "
+                                    f"'{self._address or 'local'}' for another build, and "
+                                    f"Ray allows one cluster per process: build on "
+                                    f"'{address}' after it, or on the same cluster.")
+            if not ray.is_initialized():
+                _init(address)
+                self._owned, self._address = True, address
+            elif not self._users:
+                self._owned, self._address = False, address
+            self._users += 1
+
+    def leave(self) -> None:
+        """Count one user less; the last one disconnects what `join` connected."""
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._owned:
+                self._owned = False
+                ray.shutdown()
+
+
+def _init(address: str | None) -> None:
+    kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False,
+                              "include_dashboard": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ExecutorError(f"cannot reach the Ray cluster at '{address or 'local'}': "
+                            f"{exc}. Start one with `ray start --head` or drop --address.") \
+            from None
+
+
+_SESSION = _Session()
+
+
 class RayExecutor:
     """Submits targets as Ray tasks on a local instance or a running cluster."""
 
@@ -197,29 +253,18 @@ class RayExecutor:
         self._received: dict[str, int] = {}
         self._pids: dict[str, tuple[str, int]] = {}
         self._cancelled = False
-        self._started_ray = False
-        self._connect()
-        self._queue = Queue(maxsize=0, actor_options={"num_cpus": 0})
+        _SESSION.join(address)
+        self._joined = True
+        try:
+            self._queue = Queue(maxsize=0, actor_options={"num_cpus": 0})
+        except _RAY_GONE as exc:
+            self._leave()
+            raise ExecutorError(f"cannot start mlmake's output queue on the Ray cluster: "
+                                f"{exc}") from None
         self._stop = threading.Event()
         self._drainer = threading.Thread(target=self._drain, name="mlmake-ray-output",
                                          daemon=True)
         self._drainer.start()
-
-    def _connect(self) -> None:
-        if ray.is_initialized():
-            return
-        kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False,
-                                  "include_dashboard": False}
-        try:
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(**kwargs)
-                self._started_ray = True
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ExecutorError(f"cannot reach the Ray cluster at '{self.address or 'local'}': "
-                                f"{exc}. Start one with `ray start --head` or drop --address.") \
-                from None
 
     # -- capacity ---------------------------------------------------------------------------
     def capacity(self, need_gpus: bool) -> Capacity:
@@ -433,6 +478,8 @@ class RayExecutor:
                 pass
 
     def close(self) -> None:
+        """Stop the output queue and leave the process's Ray session (the last executor to
+        leave disconnects)."""
         if self._marker:
             try:
                 os.unlink(self._marker)
@@ -447,8 +494,12 @@ class RayExecutor:
             ray.kill(actor)
         except _RAY_GONE:  # the cluster may be gone already
             pass
-        if self._started_ray:
-            ray.shutdown()
+        self._leave()
+
+    def _leave(self) -> None:
+        if self._joined:  # once, however often close() is called
+            self._joined = False
+            _SESSION.leave()
 
 
 def _tee(on_line: OnLine, log: Any) -> Callable[[str], None]:

@@ -228,3 +228,171 @@ def test_a_ray_task_runs_in_the_targets_virtualenv(repo, cluster):
     assert r.code == 0, r.text
     venv, python = repo.read("venv.txt").split()
     assert "/.mlmake/envs/" in venv and "tools-" in venv and python.startswith(venv)
+
+
+# -- experiments on Ray -------------------------------------------------------------------------
+EXP_PROJECT = {
+    "params.toml": "[train]\nseed = 0\n",
+    "data/raw.txt": "b\na\nc\n",
+    "Mlfile": """
+        [target.prepare]
+        cmd = "mkdir -p prep && sort data/raw.txt > prep/sorted.txt"
+        deps = ["data/raw.txt"]
+        outs = ["prep/"]
+
+        [target.train]
+        cmd = '''mkdir -p metrics && (cat prep/sorted.txt; echo seed ${train.seed}) > model.txt && printf '{"seed": %s}\\n' ${train.seed} > metrics/train.json && echo $MLMAKE_RAY_NODE > node.txt'''
+        deps = ["prep/"]
+        params = ["train"]
+        outs = ["model.txt", "node.txt"]
+        metrics = ["metrics/train.json"]
+    """,
+}
+
+
+def fingerprint(repo: Repo) -> dict[str, bytes]:
+    """Every file of the work tree outside .git and .mlmake, and the index, byte for byte."""
+    return {p.relative_to(repo.path).as_posix(): p.read_bytes()
+            for p in sorted(repo.path.rglob("*"))
+            if p.is_file() and (not p.relative_to(repo.path).as_posix().startswith(
+                (".git/", ".mlmake/")) or p.relative_to(repo.path).as_posix() == ".git/index")}
+
+
+def experiments(repo: Repo) -> dict[str, dict]:
+    r = repo.mlmake("exp", "show", "--json")
+    assert r.code == 0, r.text
+    return {row["name"]: row for row in r.json() if row["kind"] == "experiment"}
+
+
+def exp_out(repo: Repo, rev: str, path: str, tmp_path) -> str:
+    dest = tmp_path / f"{rev[:12]}-{path.replace('/', '_')}"
+    r = repo.mlmake("get", rev, path, "-o", str(dest))
+    assert r.code == 0, r.text
+    return dest.read_text()
+
+
+def test_a_grid_of_experiments_runs_side_by_side_on_ray(repo, cluster, tmp_path):
+    repo.write(EXP_PROJECT)
+    assert repo.mlmake("-q").code == 0
+    repo.commit("baseline")
+    before = fingerprint(repo)
+    r = repo.mlmake("exp", "run", "-S", "train.seed=1,2", "--name", "seed", "-j", "2",
+                    "--executor", "ray", "--address", cluster["address"], timeout=240)
+    assert r.code == 0, r.text
+    assert "experiment seed-1" in r.out and "experiment seed-2" in r.out
+    assert "Error" not in r.text and "Traceback" not in r.text  # Ray stayed up for both
+    assert fingerprint(repo) == before  # the work tree, Mlfile.lock and index untouched
+    assert repo.git("worktree", "list").count("\n") == 1
+
+    exps = experiments(repo)
+    nodes = {cluster["head"], cluster["gpu"]}
+    for seed in (1, 2):
+        e = exps[f"seed-{seed}"]
+        assert e["status"] == "succeeded" and e["overrides"] == {"train.seed": seed}
+        assert e["metrics"] == {"metrics/train.json": {"seed": seed}}
+        assert exp_out(repo, e["rev"], "model.txt", tmp_path) == f"a\nb\nc\nseed {seed}\n"
+        assert exp_out(repo, e["rev"], "node.txt", tmp_path).strip() in nodes
+    builds = {json.loads(repo.git("log", "-1", "--format=%b", e["rev"]))["run_id"]
+              for e in exps.values()}
+    ran = [x for x in repo.runs() if x["build"] in builds and x["outcome"] == "ran"]
+    assert sorted(x["target"] for x in ran) == ["train", "train"]  # prepare reused
+    assert {x["executor"] for x in ran} == {"ray"}
+
+
+def test_queued_experiments_start_on_the_cluster_by_their_resources(repo, cluster, tmp_path):
+    project = dict(EXP_PROJECT)
+    project["Mlfile"] = EXP_PROJECT["Mlfile"].replace(
+        'metrics = ["metrics/train.json"]',
+        'metrics = ["metrics/train.json"]\n        resources = { gpus = 1 }').replace(
+        "echo $MLMAKE_RAY_NODE > node.txt",
+        "echo $MLMAKE_RAY_NODE $CUDA_VISIBLE_DEVICES > node.txt")
+    repo.write(project)
+    repo.commit("baseline")
+    lock_before = repo.exists("Mlfile.lock")
+    r = repo.mlmake("exp", "run", "--queue", "-S", "train.seed=3,4", "--name", "gpu")
+    assert r.code == 0, r.text
+    r = repo.mlmake("exp", "start", "-j", "2", "--executor", "ray", "--address",
+                    cluster["address"], timeout=240)
+    assert r.code == 0, r.text
+    assert "Error" not in r.text and "Traceback" not in r.text
+    assert repo.exists("Mlfile.lock") == lock_before and not repo.exists("node.txt")
+    exps = experiments(repo)
+    for seed in (3, 4):
+        e = exps[f"gpu-{seed - 2}"]
+        assert e["status"] == "succeeded"
+        assert e["metrics"] == {"metrics/train.json": {"seed": seed}}
+        node, cuda = exp_out(repo, e["rev"], "node.txt", tmp_path).split()
+        assert node == cluster["gpu"] and cuda == "0"  # Ray placed it on the GPU node
+
+
+# -- data sources without a shared filesystem ---------------------------------------------------
+SOURCED = {
+    "data/raw/a.txt": "row a\n",
+    "data/raw/sub/b.txt": "row b\n",
+    "data/labels.csv": "id,label\n1,x\n",
+    "Mlfile": """
+        [target.join]
+        cmd = "mkdir -p out && cat data/raw/a.txt data/raw/sub/b.txt data/labels.csv > out/all.txt && pwd > where.txt"
+        deps = ["data/raw/", "data/labels.csv"]
+        outs = ["out/", "where.txt"]
+
+        [target.count]
+        cmd = "wc -l < out/all.txt > count.txt && ls data/raw > listing.txt"
+        deps = ["out/", "data/raw/"]
+        outs = ["count.txt", "listing.txt"]
+    """,
+}
+
+
+@pytest.mark.parametrize("kind", ["dir", "s3"])
+def test_tracked_data_sources_travel_to_ray_tasks_through_the_remote(tmp_path, cluster, kind,
+                                                                      request):
+    if kind == "dir":
+        toml = f'url = "{tmp_path / "team-cache"}"\n'
+    else:
+        s3 = request.getfixturevalue("s3")
+        toml = (f'url = "s3://{s3["bucket"]}/ray"\n'
+                f'options = {{ endpoint_url = "{s3["endpoint"]}" }}\n')
+    local, remote = Repo(tmp_path / "local"), Repo(tmp_path / "ray")
+    for r in (local, remote):
+        r.write({**SOURCED, "Mlfile": '[project]\nray_data = "remote"\nremote = "team"\n\n'
+                 "[remote.team]\n" + toml + SOURCED["Mlfile"]})
+        for path in ("data/raw/", "data/labels.csv"):
+            added = r.mlmake("add", path)
+            assert added.code == 0, added.text
+    assert local.mlmake("--no-remote").code == 0
+    res = ray_mlmake(remote, cluster, "--no-remote")
+    assert res.code == 0, res.text
+    assert "mlmake-scratch-" in remote.read("where.txt")  # ran away from the project
+    for f in ("out/all.txt", "count.txt", "listing.txt"):
+        assert local.read(f) == remote.read(f)
+    assert remote.read("out/all.txt") == "row a\nrow b\nid,label\n1,x\n"
+    lock_l = json.loads(local.read("Mlfile.lock"))
+    lock_r = json.loads(remote.read("Mlfile.lock"))
+    assert lock_l["sources"] == lock_r["sources"]
+    assert lock_l["targets"]["count"] == lock_r["targets"]["count"]
+    assert remote.mlmake("status").code == 0
+
+
+def test_experiments_on_ray_without_a_shared_filesystem_read_the_tracked_data(tmp_path,
+                                                                             cluster):
+    repo = Repo(tmp_path / "repo")
+    mlfile = SOURCED["Mlfile"].replace(
+        "ls data/raw > listing.txt", "ls data/raw > listing.txt && echo ${p.x} >> count.txt"
+    ).replace('outs = ["count.txt", "listing.txt"]',
+              'outs = ["count.txt", "listing.txt"]\n        params = ["p"]')
+    repo.write({**SOURCED, "params.toml": "[p]\nx = 1\n", ".gitignore": "data/\n",
+                "Mlfile": '[project]\nray_data = "remote"\nremote = "team"\n\n[remote.team]\n'
+                          f'url = "{tmp_path / "team-cache"}"\n' + mlfile})
+    for path in ("data/raw/", "data/labels.csv"):
+        assert repo.mlmake("add", path).code == 0
+    repo.commit("baseline")
+    r = repo.mlmake("exp", "run", "-S", "p.x=5,6", "--name", "x", "-j", "2", "--executor",
+                    "ray", "--address", cluster["address"], timeout=240)
+    assert r.code == 0, r.text
+    exps = experiments(repo)
+    for name, x in (("x-1", 5), ("x-2", 6)):
+        rev = exps[name]["rev"]
+        assert exp_out(repo, rev, "out/all.txt", tmp_path) == "row a\nrow b\nid,label\n1,x\n"
+        assert exp_out(repo, rev, "count.txt", tmp_path) == f"4\n{x}\n"
+        assert "mlmake-scratch-" in exp_out(repo, rev, "where.txt", tmp_path)
