@@ -241,8 +241,11 @@ class Experiments:
         if not claimed:
             return []
         progress = progress or (lambda n, e: None)
+        from mlmake.executors import held
+
         options = {"address": address} if address else {}
-        with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="mlmake-exp") as pool:
+        with held(executor or self.project.pipeline.executor, address), \
+                ThreadPoolExecutor(max(1, jobs), thread_name_prefix="mlmake-exp") as pool:
             futures = [pool.submit(self._run_one, q, path, executor, progress, options)
                        for q, path in claimed]
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from mlmake.errors import UsageError
 from mlmake.executors.base import Executor
 
@@ -17,3 +19,14 @@ def make_executor(name: str, **options: object) -> Executor:
 
         return RayExecutor(**options)  # type: ignore[arg-type]
     raise UsageError(f"unknown executor '{name}'; use local or ray")
+
+
+def held(name: str, address: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """Keep the back end `name` connected across the builds made inside (Ray: one
+    connection for a batch of experiments, rather than one per experiment); nothing for
+    the local executor."""
+    if name != "ray":
+        return contextlib.nullcontext()
+    from mlmake.executors.ray import held as ray_held
+
+    return ray_held(address)

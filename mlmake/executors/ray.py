@@ -7,13 +7,14 @@ back in small batches through a Ray queue; cancelling a task kills its process g
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue as queue_mod
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mlmake.errors import ExecutorError, ExecutorSetupError, MlmakeError
@@ -227,6 +228,16 @@ def _init(address: str | None) -> None:
 
 
 _SESSION = _Session()
+
+
+@contextlib.contextmanager
+def held(address: str | None) -> Iterator[None]:
+    """This process connected to Ray (at `address`, else a local instance) throughout."""
+    _SESSION.join(address)
+    try:
+        yield
+    finally:
+        _SESSION.leave()
 
 
 class RayExecutor:
