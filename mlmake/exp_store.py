@@ -67,14 +67,19 @@ class Experiment:
 
 def git(cwd: str, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
     """Run a git command in `cwd` (no hooks) and return its stdout; GitError when it fails."""
-    full = dict(os.environ)
-    full.update(env or {})
-    r = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=cwd,
-                       capture_output=True, text=True, env=full, check=False)
+    r = _run(cwd, args, env)
     if check and r.returncode != 0:
         raise GitError(f"git {' '.join(args[:3])} failed in '{cwd}': "
                        f"{(r.stderr or r.stdout).strip()}")
     return r.stdout
+
+
+def _run(cwd: str, args: tuple[str, ...], env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ)
+    full.update(env or {})
+    return subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=cwd,
+                          capture_output=True, text=True, env=full, check=False)
 
 
 def _identity(cwd: str) -> dict[str, str]:
@@ -239,16 +244,129 @@ def branch(repo_root: str, commit: str, name: str) -> None:
     git(repo_root, "branch", name, commit)
 
 
-def push(repo_root: str, git_remote: str, names: list[str]) -> None:
-    """Push experiment refs (all when `names` is empty) to the Git remote."""
-    specs = [f"+{REF_PREFIX}{n}:{REF_PREFIX}{n}" for n in names] or \
-        [f"+{REF_GLOB}:{REF_GLOB}"]
-    git(repo_root, "push", "--quiet", git_remote, *specs)
+# -- sharing through a Git remote --------------------------------------------------------------
+@dataclass
+class RefSync:
+    """What a push or fetch of experiment refs did with Git remote `remote` (None: the
+    repository has none, and nothing moved): the experiments it moved, how many the sending
+    side holds, those it left alone because the other side holds another experiment of the
+    same name (neither side's is overwritten unless asked), and, for a fetch that could not
+    reach the remote, why (`error`)."""
+
+    remote: str | None
+    moved: list[str] = field(default_factory=list)
+    recorded: int = 0
+    clashed: list[str] = field(default_factory=list)
+    error: str = ""
 
 
-def fetch(repo_root: str, git_remote: str) -> None:
-    """Fetch every experiment ref of the Git remote."""
-    git(repo_root, "fetch", "--quiet", git_remote, f"+{REF_GLOB}:{REF_GLOB}")
+def toplevel(path: str) -> str | None:
+    """The work tree root of the Git repository holding `path`; None outside one, or where
+    no `git` program is installed (push and pull then leave experiments out)."""
+    try:
+        r = _run(path, ("rev-parse", "--show-toplevel"))
+    except OSError:
+        return None
+    return os.path.realpath(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip() \
+        else None
+
+
+def git_remote(repo_root: str) -> str | None:
+    """The Git remote experiments are shared with: the current branch's upstream remote,
+    else `origin`, else the only remote; None when the repository has none to pick."""
+    remotes = git(repo_root, "remote", check=False).split()
+    if not remotes:
+        return None
+    branch = git(repo_root, "symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
+    if branch:
+        upstream = git(repo_root, "config", f"branch.{branch}.remote", check=False).strip()
+        if upstream in remotes:
+            return upstream
+    if "origin" in remotes:
+        return "origin"
+    return remotes[0] if len(remotes) == 1 else None
+
+
+def _refs(listing: str) -> dict[str, str]:
+    """Experiment name → commit, from lines of `SHA<whitespace>REFNAME`."""
+    found: dict[str, str] = {}
+    for line in listing.splitlines():
+        sha, _, ref = line.strip().partition("\t")
+        if ref.startswith(REF_PREFIX) and not ref.endswith("^{}"):
+            found[ref[len(REF_PREFIX):]] = sha
+    return found
+
+
+def _local_refs(repo_root: str) -> dict[str, str]:
+    return _refs(git(repo_root, "for-each-ref", "--format=%(objectname)%09%(refname)",
+                     REF_PREFIX))
+
+
+def _on_remote(repo_root: str, remote: str, verb: str, *args: str) -> str:
+    """Run git `args` against Git remote `remote`; a failure names the remote."""
+    r = _run(repo_root, args)
+    if r.returncode == 0:
+        return r.stdout
+    url = git(repo_root, "remote", "get-url", remote, check=False).strip()
+    where = f"'{remote}'" + (f" ({url})" if url and url != remote else "")
+    lines = [ln.strip() for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
+    detail = (lines[0].removeprefix("fatal: ").removeprefix("error: ").rstrip(".")
+              if lines else f"git {args[0]} failed")
+    raise GitError(f"cannot {verb} experiments (refs/mlmake/exps/*) with Git remote {where}: "
+                   f"{detail}")
+
+
+def push_refs(repo_root: str, remote: str | None = None, names: list[str] | None = None,
+              replace: bool = False) -> RefSync:
+    """Push the refs of the experiments recorded here (those of `names`, else all) that
+    Git remote `remote` (default: `git_remote`) lacks. One that it holds as another
+    experiment of the same name is left in `clashed`, unless `replace`. No experiments
+    here: nothing runs, no remote is asked."""
+    ours = _local_refs(repo_root)
+    if names is not None:
+        ours = {n: ours[n] for n in names if n in ours}
+    remote = (remote or git_remote(repo_root)) if ours else remote
+    res = RefSync(remote, recorded=len(ours))
+    if not ours or remote is None:
+        return res
+    theirs = _refs(_on_remote(repo_root, remote, "list", "ls-remote", "--refs", remote,
+                              REF_GLOB))
+    for name, sha in sorted(ours.items()):
+        if theirs.get(name) != sha:
+            (res.moved if replace or name not in theirs else res.clashed).append(name)
+    plus = "+" if replace else ""
+    for i in range(0, len(res.moved), _BATCH):
+        _on_remote(repo_root, remote, "push", "push", "--quiet", "--no-verify", remote,
+                   *(f"{plus}{REF_PREFIX}{n}:{REF_PREFIX}{n}"
+                     for n in res.moved[i:i + _BATCH]))
+    return res
+
+
+def fetch_refs(repo_root: str, remote: str | None = None) -> RefSync:
+    """Fetch the refs of the experiments of Git remote `remote` (default: `git_remote`;
+    none: nothing is done) that this repository lacks; one recorded here under the same
+    name as another there is kept, and left in `clashed`. FETCH_HEAD, tags and branches are
+    not touched."""
+    remote = remote or git_remote(repo_root)
+    if remote is None:
+        return RefSync(None)
+    theirs = _refs(_on_remote(repo_root, remote, "list", "ls-remote", "--refs", remote,
+                              REF_GLOB))
+    res = RefSync(remote, recorded=len(theirs))
+    if not theirs:
+        return res
+    ours = _local_refs(repo_root)
+    for name, sha in sorted(theirs.items()):
+        if ours.get(name) != sha:
+            (res.clashed if name in ours else res.moved).append(name)
+    for i in range(0, len(res.moved), _BATCH):
+        _on_remote(repo_root, remote, "fetch", "fetch", "--quiet", "--no-tags",
+                   "--no-write-fetch-head", remote,
+                   *(f"{REF_PREFIX}{n}:{REF_PREFIX}{n}" for n in res.moved[i:i + _BATCH]))
+    return res
+
+
+_BATCH = 500  # refspecs per git command: far below any command-line limit
 
 
 # -- what an experiment records ----------------------------------------------------------------
@@ -293,16 +411,53 @@ def recorded_files(root: str, worktree: str, paths: list[str]) -> dict[str, byte
 
 def kept_locks(repo_root: str, lock_rel: str) -> list[Any]:
     """The lock (mlmake.lockfile.Lock) of every recorded experiment, `lock_rel` being the
-    lock's path in the repository: what `gc` keeps and `exp push` moves."""
+    lock's path in the repository: what `gc` keeps and push moves. One git process reads
+    them all; no experiments, no process."""
     from mlmake.errors import MlmakeError
     from mlmake.lockfile import Lock
 
     locks = []
-    for e in load(repo_root):
-        data = file_at(repo_root, e.commit, lock_rel)
+    for data in files_at(repo_root, [f"{e.commit}:{lock_rel}" for e in load(repo_root)]):
         if data is not None:
             try:
                 locks.append(Lock.parse(data.decode("utf-8"), lock_rel))
             except (MlmakeError, UnicodeDecodeError):
                 continue
     return locks
+
+
+def lock_at(repo_root: str, commit: str, lock_rel: str) -> Any:
+    """The lock (mlmake.lockfile.Lock) recorded at `commit`, None when absent or unreadable."""
+    from mlmake.errors import MlmakeError
+    from mlmake.lockfile import Lock
+
+    data = file_at(repo_root, commit, lock_rel)
+    try:
+        return None if data is None else Lock.parse(data.decode("utf-8"), lock_rel)
+    except (MlmakeError, UnicodeDecodeError):
+        return None
+
+
+def files_at(repo_root: str, specs: list[str]) -> list[bytes | None]:
+    """The bytes of each `COMMIT:PATH` of `specs` (None for one that is not a blob),
+    through one `git cat-file --batch`."""
+    if not specs:
+        return []
+    r = subprocess.run(["git", "cat-file", "--batch"], cwd=repo_root, check=False,
+                       input="".join(s + "\n" for s in specs).encode(), capture_output=True)
+    if r.returncode != 0:
+        raise GitError(f"git cat-file failed in '{repo_root}': "
+                       f"{r.stderr.decode(errors='replace').strip()}")
+    out: list[bytes | None] = []
+    data, pos = r.stdout, 0
+    for _ in specs:
+        end = data.index(b"\n", pos)
+        line, pos = data[pos:end], end + 1
+        if line.endswith((b" missing", b" ambiguous")):
+            out.append(None)
+            continue
+        _, kind, size = line.rsplit(b" ", 2)
+        n = int(size)
+        out.append(data[pos:pos + n] if kind == b"blob" else None)
+        pos += n + 1
+    return out

@@ -54,11 +54,13 @@ class Queued:
 
 @dataclass
 class ShareResult:
-    """What `push`/`pull` of experiments moved: their names, and the cache transfer (None
-    when no mlmake remote is configured: the refs alone travelled)."""
+    """What `push`/`pull` of experiments moved: their names, the cache transfer (None
+    when no mlmake remote is configured: the refs alone travelled) and what happened to
+    the refs (an exp_store.RefSync)."""
 
     experiments: list[str] = field(default_factory=list)
     cache: Any = None
+    refs: exp_store.RefSync | None = None
 
 
 # -- -S KEY=VALUE and grids --------------------------------------------------------------------
@@ -319,7 +321,8 @@ class Experiments:
     def apply(self, ident: str, force: bool = False) -> Experiment:
         """Bring experiment `ident` into the work tree: its code, params, lock and metrics
         files (index too, so `git commit` makes it the baseline) and its outs linked from the
-        cache; nothing runs. Uncommitted edits it would overwrite refuse it unless `force`."""
+        cache, after fetching those it lacks from the mlmake remote; nothing runs.
+        Uncommitted edits it would overwrite refuse it unless `force`."""
         from mlmake import noop
 
         exp = self.get(ident)
@@ -331,6 +334,7 @@ class Experiments:
                 raise UsageError(f"exp apply would overwrite uncommitted changes to "
                                  f"{', '.join(clash[:5])}; commit or stash them, or pass "
                                  "--force.")
+        self._fetch_outs(exp)  # before the work tree changes: a remote that fails leaves it be
         exp_store.restore(self.repo_root, exp.commit)
         noop.forget(self.project.root)
         from mlmake.project import Project
@@ -381,23 +385,49 @@ class Experiments:
         return self.project.experiment_locks()
 
     # -- sharing ---------------------------------------------------------------------------
-    def push(self, git_remote: str = "origin", remote: str | None = None,
+    def git_remote(self, name: str | None = None) -> str:
+        """Git remote `name`, else the one experiments are shared with by default (the
+        branch's upstream remote, else `origin`, else the only one)."""
+        found = name or exp_store.git_remote(self.repo_root)
+        if found is None:
+            raise UsageError("no Git remote to share experiments with: add one (`git remote "
+                             "add origin URL`) or name one (`mlmake exp push REMOTE`).")
+        return found
+
+    def push(self, git_remote: str | None = None, remote: str | None = None,
              names: tuple[str, ...] | list[str] = ()) -> ShareResult:
-        """Push experiment refs (`names`, else all) to the Git remote, and their outs and
-        run-cache entries to the mlmake remote when one is configured."""
+        """Push the outs and run-cache entries of the experiments to the mlmake remote when
+        one is configured, then their refs to the Git remote (default: `git_remote()`): all
+        that it lacks, never replacing another experiment of the same name there, or those
+        of `names`, which replace what the remote holds under their names."""
         exps = [self.get(n) for n in names] if names else self.recorded()
-        exp_store.push(self.repo_root, git_remote, [e.name for e in exps] if names else [])
+        target = self.git_remote(git_remote)
         res = ShareResult([e.name for e in exps])
+        # the outs first: a teammate who sees a ref finds what it needs on the remote
         res.cache = self.project.push_locks(self.kept_locks(), remote)
+        res.refs = exp_store.push_refs(self.repo_root, target,
+                                       [e.name for e in exps] if names else None,
+                                       replace=bool(names))
         return res
 
-    def pull(self, git_remote: str = "origin", remote: str | None = None) -> ShareResult:
-        """Fetch every experiment ref of the Git remote, then their outs and run-cache
-        entries from the mlmake remote when one is configured (nothing is linked)."""
-        exp_store.fetch(self.repo_root, git_remote)
-        res = ShareResult([e.name for e in self.recorded()])
+    def pull(self, git_remote: str | None = None, remote: str | None = None) -> ShareResult:
+        """Fetch the experiment refs of the Git remote (default: `git_remote()`) that this
+        clone lacks (keeping its own of the same name), then the outs and run-cache
+        entries of every experiment from the mlmake remote when one is configured (nothing
+        is linked)."""
+        refs = exp_store.fetch_refs(self.repo_root, self.git_remote(git_remote))
+        res = ShareResult([e.name for e in self.recorded()], refs=refs)
         res.cache = self.project.pull_locks(self.kept_locks(), remote)
         return res
+
+    def _fetch_outs(self, exp: Experiment) -> None:
+        """Download the objects of `exp`'s outs that the cache lacks from the mlmake remote
+        (a clone that fetched only the experiment's ref, as `mlmake pull` does), so that
+        applying it runs nothing. No remote is contacted when the cache holds them all."""
+        lock_rel = os.path.relpath(self.project.lock_path, self.repo_root).replace(os.sep, "/")
+        lock = exp_store.lock_at(self.repo_root, exp.commit, lock_rel)
+        if lock is not None:
+            self.project.pull_locks([lock], lacking_only=True)
 
 
 def _new_name(taken: set[str]) -> str:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mlmake.buildremote import BuildRemote
     from mlmake.checkout import CheckoutResult
     from mlmake.doctor import DoctorReport
+    from mlmake.exp_store import RefSync
     from mlmake.gc import GcResult
     from mlmake.lockfile import LockEntry
     from mlmake.pull import PullResult
@@ -103,9 +104,9 @@ class OutputsMixin(ProjectState):
 
     def experiment_locks(self) -> list[Lock]:
         """The lock of every recorded experiment (what `gc` keeps and `exp push` moves)."""
-        from mlmake import exp_store, git
+        from mlmake import exp_store
 
-        top = git.workdir(self.root)
+        top = exp_store.toplevel(self.root)
         if top is None:
             return []
         return exp_store.kept_locks(top, os.path.relpath(self.lock_path, top)
@@ -161,28 +162,52 @@ class OutputsMixin(ProjectState):
 
     def push(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
              jobs: int | None = None, all_commits: bool = False,
-             callback: Progress | None = None) -> PushResult:
+             callback: Progress | None = None, experiments: bool = False) -> PushResult:
         """Upload the objects that the selected targets' lock entries (of the work tree, or
         of every commit) reference, and their run-cache entries; only what the remote lacks
-        moves. `callback` receives progress (mlmake.remote.Progress)."""
+        moves. `callback` receives progress (mlmake.remote.Progress).
+
+        With `experiments` and no `targets`, the outs of every recorded experiment that the
+        local cache holds go too, and then their refs go to the Git remote
+        (result.experiments, an exp_store.RefSync; a GitError after the cache went says so)."""
         from mlmake.push import push
 
+        exps = experiments and not targets
         r = self._needs_remote(remote, jobs)
         try:
             # it writes the local run cache too: as the lock's holder, so that a push killed
             # mid-write has its temporary files swept by the next run, like a build's
             with self._project_lock(True):
                 store = self.store()
+                extra = self._entries_of(self.experiment_locks()) if exps else []
                 result = push(r, store, self.runcache,
-                              self._shared_entries(targets, all_commits), callback)
+                              self._shared_entries(targets, all_commits), callback, extra)
                 if not targets:
                     from mlmake import sources
 
                     sources.push(r, store, sources.source_records(
                         self.lock_path, all_commits, self.root), result, callback)
-                return result
         finally:
             r.close()
+        if exps:
+            result.experiments = self._push_experiment_refs(result)
+        return result
+
+    def _push_experiment_refs(self, result: PushResult) -> RefSync | None:
+        """Push the experiment refs to the repository's Git remote (None outside Git)."""
+        from mlmake import exp_store
+        from mlmake.errors import GitError
+
+        top = exp_store.toplevel(self.root)
+        if top is None:
+            return None
+        try:
+            return exp_store.push_refs(top)
+        except GitError as exc:
+            raise GitError(f"{exc}. The cache push to '{result.remote}' is done "
+                           f"({result.pushed} objects uploaded); run `mlmake push` again once "
+                           "the Git remote takes pushes, or `mlmake push --no-exps` to leave "
+                           "experiments out.") from exc
 
     def _shared_entries(self, targets: tuple[str, ...] | list[str], all_commits: bool
                         ) -> list[tuple[str, LockEntry]]:
@@ -209,17 +234,26 @@ class OutputsMixin(ProjectState):
         finally:
             r.close()
 
-    def pull_locks(self, locks: list[Lock], remote: str | None = None) -> PullResult | None:
+    def pull_locks(self, locks: list[Lock], remote: str | None = None,
+                   lacking_only: bool = False) -> PullResult | None:
         """Download what the entries of `locks` reference into the cache (verified), with
-        their run-cache entries; nothing is linked. None when no remote is configured."""
+        their run-cache entries; nothing is linked. None when no remote is configured, or
+        with `lacking_only` when the cache holds every object already (no remote is
+        contacted then: only entries with an out the cache lacks are downloaded)."""
         from mlmake.pull import pull
 
+        entries = self._entries_of(locks)
+        if lacking_only:
+            store = self.store()
+            entries = [(n, e) for n, e in entries if not store.held(e.outs, [])[1]]
+            if not entries:
+                return None
         r = self.remote(remote)
         if r is None:
             return None
         try:
             with self._project_lock(True):
-                return pull(r, self.store(), self.runcache, self._entries_of(locks))
+                return pull(r, self.store(), self.runcache, entries)
         finally:
             r.close()
 
@@ -238,10 +272,14 @@ class OutputsMixin(ProjectState):
 
     def pull(self, targets: tuple[str, ...] | list[str] = (), remote: str | None = None,
              jobs: int | None = None, all_commits: bool = False,
-             callback: Progress | None = None) -> PullResult:
+             callback: Progress | None = None, experiments: bool = False) -> PullResult:
         """Download what the selected targets' lock entries reference (verified, into the
         cache) with their run-cache entries, then restore the work tree's outs from the
-        work tree's lock, like `checkout`."""
+        work tree's lock, like `checkout`.
+
+        With `experiments` and no `targets`, the refs of the experiments that the Git
+        remote holds and this clone lacks are fetched too (result.experiments); their outs
+        are not: `exp apply` fetches those of the experiment it applies."""
         from mlmake.checkout import checkout
         from mlmake.pull import pull
 
@@ -265,6 +303,23 @@ class OutputsMixin(ProjectState):
                                                checker.hasher, chosen, False,
                                                data=names is None)
                 checker.hasher.cache.save()
-            return result
         finally:
             r.close()
+        if experiments and not targets:
+            result.experiments = self._fetch_experiment_refs()
+        return result
+
+    def _fetch_experiment_refs(self) -> RefSync | None:
+        """Fetch the experiment refs of the repository's Git remote (None outside Git). No
+        Git remote is no error, and one that fails is noted (RefSync.error), not raised:
+        the outs that a pull is for have come already."""
+        from mlmake import exp_store
+        from mlmake.errors import GitError
+
+        top = exp_store.toplevel(self.root)
+        if top is None:
+            return None
+        try:
+            return exp_store.fetch_refs(top)
+        except GitError as exc:
+            return exp_store.RefSync(exp_store.git_remote(top), error=str(exc))

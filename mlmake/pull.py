@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlmake.lockfile import LockEntry
 from mlmake.remote import Progress, Remote
 from mlmake.runcache import RunCache, outs_of
 from mlmake.store import Store
+
+if TYPE_CHECKING:
+    from mlmake.exp_store import RefSync
 
 
 @dataclass
@@ -24,6 +27,7 @@ class PullResult:
     missing: list[str] = field(default_factory=list)
     checkout: Any = None  # a checkout.CheckoutResult, set by the caller that restores
     duration: float = 0.0
+    experiments: RefSync | None = None  # the experiment refs fetched, set by Project.pull
 
 
 def pull(remote: Remote, store: Store, runcache: RunCache,

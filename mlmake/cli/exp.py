@@ -195,7 +195,8 @@ def exp_diff(g: Ctx, a: str, b: str | None, all_rows: bool, as_json: bool,
 @pass_ctx
 def exp_apply(g: Ctx, ident: str, force: bool) -> int:
     """Bring experiment ID into the work tree (code, params, lock, outs), running nothing;
-    `git commit` then makes it the new baseline."""
+    outs the cache lacks come from the mlmake remote. `git commit` then makes it the new
+    baseline."""
     e = _exps(g).apply(ident, force)
     click.echo(f"applied {e.name} ({e.commit[:12]}): `git commit` to keep it")
     return 0
@@ -227,24 +228,29 @@ def exp_remove(g: Ctx, idents: tuple[str, ...], everything: bool, queued: bool) 
 
 
 @exp_group.command("push")
-@click.argument("git_remote", default="origin")
+@click.argument("git_remote", required=False)
 @click.argument("names", nargs=-1)
 @click.option("-r", "--remote", default=None, help="The mlmake remote for the outs.")
 @pass_ctx
-def exp_push(g: Ctx, git_remote: str, names: tuple[str, ...], remote: str | None) -> int:
-    """Push experiments (all, or NAMES) to GIT_REMOTE as refs/mlmake/exps/*, and their
-    outs to the mlmake remote."""
+def exp_push(g: Ctx, git_remote: str | None, names: tuple[str, ...], remote: str | None
+             ) -> int:
+    """Push experiments (all, or NAMES) to GIT_REMOTE (default: the branch's upstream
+    remote, else origin) as refs/mlmake/exps/*, and their outs to the mlmake remote
+    (`mlmake push` does this too). NAMES replace what GIT_REMOTE holds under their names;
+    without NAMES, an experiment it holds under the same name is left alone."""
     res = _exps(g).push(git_remote, remote, names)
     _shared("pushed", res)
     return 0
 
 
 @exp_group.command("pull")
-@click.argument("git_remote", default="origin")
+@click.argument("git_remote", required=False)
 @click.option("-r", "--remote", default=None, help="The mlmake remote for the outs.")
 @pass_ctx
-def exp_pull(g: Ctx, git_remote: str, remote: str | None) -> int:
-    """Fetch the experiments of GIT_REMOTE and their outs from the mlmake remote."""
+def exp_pull(g: Ctx, git_remote: str | None, remote: str | None) -> int:
+    """Fetch the experiments of GIT_REMOTE (default: the branch's upstream remote, else
+    origin) and the outs of every experiment from the mlmake remote (`mlmake pull` fetches
+    the experiments alone; `exp apply` then downloads the outs of the one it applies)."""
     res = _exps(g).pull(git_remote, remote)
     _shared("pulled", res)
     return 0
@@ -252,6 +258,10 @@ def exp_pull(g: Ctx, git_remote: str, remote: str | None) -> int:
 
 def _shared(verb: str, res: Any) -> None:
     click.echo(f"{verb} {len(res.experiments)} experiment(s)")
+    refs = res.refs
+    for name in refs.clashed if refs is not None else []:
+        click.echo(f"warning: experiment '{name}' differs on Git remote '{refs.remote}' "
+                   "(another experiment of that name); each side keeps its own", err=True)
     if res.cache is not None and res.cache.missing:
         click.echo(f"warning: {len(res.cache.missing)} out(s) missing from the cache: "
                    + ", ".join(res.cache.missing[:5]), err=True)

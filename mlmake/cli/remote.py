@@ -85,14 +85,21 @@ def remote_options(f: Any) -> Any:
 
 @command("push")
 @remote_options
+@click.option("--no-exps", "no_exps", is_flag=True,
+              help="Leave experiments out: neither their outs nor their refs.")
 @pass_ctx
 def push_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | None,
-             all_commits: bool) -> int:
-    """Upload outputs and their run-cache entries to a remote.
+             all_commits: bool, no_exps: bool) -> int:
+    """Upload outputs and their run-cache entries to a remote, with the experiments.
 
     Sends the objects that the Mlfile.lock entries of TARGETS (default: all) reference,
-    and only those the remote lacks. Credentials come from the environment or profile."""
-    res = g.project().push(targets, remote, jobs, all_commits, callback=_progress(g))
+    and only those the remote lacks. Without TARGETS, the recorded experiments travel too:
+    their outs to the same remote, then their refs (refs/mlmake/exps/*) to the Git remote
+    (the branch's upstream remote, else origin), so that a teammate's `mlmake pull` lists
+    them; an experiment the Git remote holds under the same name is never replaced.
+    Credentials come from the environment or profile."""
+    res = g.project().push(targets, remote, jobs, all_commits, callback=_progress(g),
+                           experiments=not no_exps)
     for out in res.missing:
         click.echo(f"warning: {out} is not in the local cache, so it was not pushed; build it "
                    "(`mlmake`) or pull it first", err=True)
@@ -104,21 +111,43 @@ def push_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | N
     click.echo(f"pushed {res.pushed} objects ({_rate(res.nbytes, res.duration)}) and "
                f"{res.runcache} run-cache entries to '{res.remote}'; {res.present} objects "
                "were already there")
-    return 1 if res.missing else 0
+    refs = res.experiments
+    for name in refs.clashed if refs is not None else []:
+        click.echo(f"warning: experiment '{name}' was not pushed: Git remote '{refs.remote}' "
+                   "holds another experiment of that name. `mlmake exp push "
+                   f"{refs.remote} {name}` replaces it, or `mlmake exp branch {name} BRANCH` "
+                   "keeps yours as a branch", err=True)
+    if refs is not None and refs.recorded:
+        if refs.remote is None:
+            click.echo(f"experiments: {refs.recorded} stay here, as this repository has no Git "
+                       "remote (`git remote add origin URL`, then `mlmake push`)")
+        else:
+            there = refs.recorded - len(refs.moved) - len(refs.clashed)
+            click.echo(f"experiments: pushed {len(refs.moved)} to Git remote '{refs.remote}'"
+                       + (f"; {there} already there" if there else "")
+                       + (f"; {len(refs.clashed)} not pushed, their names being taken there"
+                          if refs.clashed else ""))
+    return 1 if res.missing or (refs is not None and refs.clashed) else 0
 
 
 @command("pull")
 @remote_options
+@click.option("--no-exps", "no_exps", is_flag=True,
+              help="Do not fetch the experiments' refs from the Git remote.")
 @pass_ctx
 def pull_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | None,
-             all_commits: bool) -> int:
+             all_commits: bool, no_exps: bool) -> int:
     """Download outputs from a remote and restore them into the work tree.
 
     Fetches the objects that the Mlfile.lock entries of TARGETS (default: all) reference,
     verifying each one's hash before it enters the cache, plus their run-cache entries;
     then restores the work tree's outs like `mlmake checkout` (a pull is fetch + checkout).
-    Outs edited by hand are never overwritten."""
-    res = g.project().pull(targets, remote, jobs, all_commits, callback=_progress(g))
+    Outs edited by hand are never overwritten. Without TARGETS, the experiments that the
+    Git remote holds (refs/mlmake/exps/*) and this clone lacks are fetched too, so that
+    `mlmake exp show` lists them; `mlmake exp apply` downloads the outs of the one it
+    applies. A repository with no Git remote skips that."""
+    res = g.project().pull(targets, remote, jobs, all_commits, callback=_progress(g),
+                           experiments=not no_exps)
     co = res.checkout
     if co is not None and not g.quiet:
         for out in co.restored:
@@ -133,6 +162,17 @@ def pull_cmd(g: Ctx, targets: tuple[str, ...], remote: str | None, jobs: int | N
         line += (f" · restored {len(co.restored)} · unchanged {len(co.unchanged)} · "
                  f"missing {len(co.missing)}")
     click.echo(line)
+    refs = res.experiments
+    if refs is not None and refs.error:
+        click.echo(f"warning: {refs.error}; the outs were pulled (`mlmake pull --no-exps` "
+                   "leaves experiments out)", err=True)
+    for name in refs.clashed if refs is not None else []:
+        click.echo(f"warning: experiment '{name}' of Git remote '{refs.remote}' was not "
+                   "fetched: yours has that name and was kept (`mlmake exp remove "
+                   f"{name}`, then `mlmake pull`, takes theirs)", err=True)
+    if refs is not None and refs.moved:
+        click.echo(f"experiments: fetched {len(refs.moved)} from Git remote '{refs.remote}' "
+                   "(`mlmake exp show` lists them)")
     return 1 if res.missing or (co is not None and co.missing) else 0
 
 

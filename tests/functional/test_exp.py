@@ -237,6 +237,111 @@ def test_experiments_travel_between_clones_and_apply_needs_no_recompute(built,
     assert other.executed() == []
 
 
+def shared_origin(built: Repo, tmp_path: Path) -> Path:
+    """Give `built` a remote cache `team` and a bare Git remote `origin` holding main."""
+    cache = tmp_path / "team-cache"
+    built.write({"Mlfile": f'[project]\nremote = "team"\n[remote.team]\nurl = "{cache}"\n'
+                 + built.read("Mlfile")})
+    assert built.mlmake("-q").code == 0
+    built.commit("with a remote")
+    origin = tmp_path / "origin.git"
+    built.git("init", "-q", "--bare", "-b", "main", str(origin))
+    built.git("remote", "add", "origin", str(origin))
+    built.git("push", "-q", "-u", "origin", "main")
+    return origin
+
+
+def teammate(origin: Path, dest: Path) -> Repo:
+    """A fresh `git clone` of `origin`, with the data that Git does not hold."""
+    subprocess.run(["git", "clone", "-q", str(origin), str(dest)], check=True)
+    other = Repo(dest)
+    other.write({"data/raw.txt": PROJECT["data/raw.txt"]})
+    return other
+
+
+def test_plain_push_and_pull_carry_experiments_and_apply_runs_nothing(built, tmp_path: Path):
+    origin = shared_origin(built, tmp_path)
+    assert built.mlmake("exp", "run", "-S", "train.lr=0.7", "--name", "shared").code == 0
+    r = built.mlmake("push")
+    assert r.code == 0, r.text
+    assert "experiments: pushed 1 to Git remote 'origin'" in r.out, r.text
+    assert "refs/mlmake/exps/shared" in built.git("ls-remote", str(origin))
+    r = built.mlmake("push")  # nothing new: nothing moves
+    assert r.code == 0 and "pushed 0 objects" in r.out and "pushed 0 to" in r.out, r.text
+
+    other = teammate(origin, tmp_path / "other")
+    r = other.mlmake("pull")
+    assert r.code == 0, r.text
+    assert "experiments: fetched 1 from Git remote 'origin'" in r.out, r.text
+    assert other.git("status", "--porcelain") == ""
+    rows = show(other)
+    assert rows["shared"]["metrics"] == {"metrics/eval.json": {"score": 7.0}}
+    assert rows["shared"]["params"]["train.lr"] == 0.7
+    r = other.mlmake("exp", "apply", "shared")  # its outs come from the remote cache
+    assert r.code == 0 and r.out.startswith("applied shared"), r.text
+    assert other.read("model.txt").startswith("lr=0.7")
+    r = other.mlmake("status")
+    assert r.code == 0 and "up to date" in r.out, r.text
+    assert other.executed() == []
+    r = other.mlmake("pull")  # the teammate has it all now: no experiment line
+    assert r.code == 0 and "experiments:" not in r.text, r.text
+    r = other.mlmake("push")  # nor does pushing send A's experiment back
+    assert r.code == 0 and "pushed 0 to Git remote 'origin'; 1 already there" in r.out
+
+
+def test_push_without_a_git_remote_pushes_the_cache_and_says_so(built, tmp_path: Path):
+    cache = tmp_path / "team-cache"
+    built.write({"Mlfile": f'[project]\nremote = "team"\n[remote.team]\nurl = "{cache}"\n'
+                 + built.read("Mlfile")})
+    assert built.mlmake("-q").code == 0
+    built.commit("with a remote")
+    assert built.mlmake("exp", "run", "-S", "train.n=3", "--name", "small").code == 0
+    r = built.mlmake("push", "--no-exps")
+    assert r.code == 0 and "experiments" not in r.text, r.text
+    r = built.mlmake("push")  # the experiment's outs had stayed behind; now they go
+    assert r.code == 0, r.text
+    assert "pushed 0 objects" not in r.out and "0 run-cache entries" not in r.out, r.text
+    assert "experiments: 1 stay here, as this repository has no Git remote" in r.out, r.text
+    r = built.mlmake("pull")
+    assert r.code == 0 and "experiments" not in r.text, r.text
+
+
+def test_experiments_of_the_same_name_are_never_overwritten(built, tmp_path: Path):
+    origin = shared_origin(built, tmp_path)
+    assert built.mlmake("exp", "run", "-S", "train.n=3", "--name", "try").code == 0
+    assert built.mlmake("push").code == 0
+    other = teammate(origin, tmp_path / "other")
+    assert other.mlmake("-q", "pull", "--no-exps").code == 0
+    assert other.mlmake("exp", "run", "-S", "train.n=5", "--name", "try").code == 0
+    r = other.mlmake("pull")
+    assert r.code == 0 and "warning: experiment 'try' of Git remote 'origin'" in r.err, r.text
+    assert show(other)["try"]["params"]["train.n"] == 5
+    r = other.mlmake("push")
+    assert r.code == 1 and "warning: experiment 'try' was not pushed" in r.err, r.text
+    assert "1 not pushed, their names being taken there" in r.out, r.text
+    r = other.mlmake("exp", "push", "origin", "try")  # named: it replaces theirs
+    assert r.code == 0, r.text
+    assert built.mlmake("exp", "remove", "try").code == 0
+    assert built.mlmake("pull").code == 0
+    assert show(built)["try"]["params"]["train.n"] == 5
+
+
+def test_a_git_remote_that_refuses_fails_push_but_not_pull(built, tmp_path: Path):
+    origin = shared_origin(built, tmp_path)
+    assert built.mlmake("exp", "run", "-S", "train.n=3", "--name", "small").code == 0
+    gone = tmp_path / "gone.git"
+    built.git("remote", "set-url", "origin", str(gone))
+    r = built.mlmake("push")
+    assert r.code == 6, r.text
+    assert "Git remote 'origin'" in r.err and str(gone) in r.err, r.text
+    assert "The cache push to 'team' is done" in r.err and "--no-exps" in r.err, r.text
+    assert built.mlmake("push", "--no-exps").code == 0
+    r = built.mlmake("pull")
+    assert r.code == 0 and "warning: cannot list experiments" in r.err, r.text
+    assert "Git remote 'origin'" in r.err, r.text
+    assert origin.exists()
+
+
 def trigger(repo: Repo, params: dict) -> None:
     """Run endpoint `retrain` as `mlmake serve` does for a REST call, in a subprocess."""
     code = ("import sys; from mlmake.project import Project; p = Project('.'); "
