@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import xxhash
@@ -213,6 +212,15 @@ class StatCache:
             self.direct[rel] = entry
             self.dirty = True
 
+    def put_many(self, found: Iterable[tuple[str, os.stat_result, str]], now_ns: int) -> None:
+        """`put` (bulk) of many (path, stat, digest) at once."""
+        files = self.files
+        settled = now_ns - _RACY_NS
+        for rel, st, digest in found:
+            if st.st_mtime_ns <= settled:
+                files[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
+        self.files_dirty = True
+
     def save(self) -> None:
         if not self.path:
             return
@@ -247,7 +255,8 @@ def _dump(path: str, data: Any) -> None:
     from mlmake.atomic import atomic_write
 
     try:
-        atomic_write(path, marshal.dumps(data))
+        # not fsynced: a cache, and each entry true of the state it names whenever written
+        atomic_write(path, marshal.dumps(data), sync=False)
     except OSError:
         pass  # only a cache: the next check hashes again
 
@@ -478,8 +487,8 @@ class Hasher:
             for k, d in zip(ks, found, strict=True):
                 i, p, st = todo[k]
                 digests[i] = d
-                self.cache.put(p, st, d, self.now_ns)
                 batch.append((p, d, st))
+            self.cache.put_many([(p, st, d) for p, d, st in batch], self.now_ns)
             if each is not None:
                 each(batch)
 
@@ -490,6 +499,8 @@ class Hasher:
             big = size >= _PARALLEL_BYTES
             if not (big and self.forked and hash_parallel(paths, got) is not None):
                 if big and len(todo) > 1:
+                    from concurrent.futures import ThreadPoolExecutor
+
                     workers = min(8, (os.cpu_count() or 2) * 2)
                     # batches, not one task per file: a thread hand-off costs about what
                     # hashing a 100 KB file does

@@ -149,7 +149,8 @@ def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord 
         else:
             rec = OutRecord(scan.digest, "dir", sum(s.st_size for s in scan.stats),
                             len(scan.entries))
-            store.add_manifest(scan.entries)  # last: a manifest names only complete objects
+            # last: a manifest names only complete objects
+            store.add_manifest(scan.entries, scan.digest)
         hasher.settle(rel, scan.digest, [(e.path, state) for e, state
                                          in zip(scan.entries, states, strict=True)])
     else:

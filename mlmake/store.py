@@ -192,9 +192,10 @@ class Store:
         """Remove temporary files that killed writers left in the store."""
         return atomic.sweep(self.path) if os.path.isdir(self.path) else 0
 
-    def add_manifest(self, entries: list[Entry]) -> str:
-        """Store a directory manifest; returns the tree hash it is named by."""
-        digest = tree_digest(entries)
+    def add_manifest(self, entries: list[Entry], digest: str | None = None) -> str:
+        """Store a directory manifest; returns the tree hash it is named by (`digest`, when
+        the caller has it already)."""
+        digest = digest or tree_digest(entries)
         data = json.dumps([[e.path, e.hash, e.executable] for e in sorted(entries)],
                           separators=(",", ":")).encode()
         self.add_bytes(digest + MANIFEST_SUFFIX, data)
@@ -402,19 +403,22 @@ class Store:
         sync): each is made read-only and linked in; None for a file whose object is stored
         already (`adopt` it once nothing can fail any more). Each file linked in is noted
         in `taken` (path, oid, mode before), so that `disown(taken)` undoes it."""
-        now = self.stats_now()
         states: list[FileState | None] = []
-        for file in files:
-            try:
-                states.append(self._take(file))
-            except OSError as exc:  # made read-only, not linked: "" names no new object
-                taken.append((file[0], "", file[3].st_mode))
-                if not isinstance(exc, FileExistsError):
-                    raise self._write_error(exc, file[0]) from None
-                states.append(None)
-                continue
-            taken.append((file[0], file[1], file[3].st_mode))
-            self.stats.put(self._stat_key(file[1]), file[3], file[1], now)
+        known: list[tuple[str, os.stat_result, str]] = []
+        try:
+            for file in files:
+                try:
+                    states.append(self._take(file))
+                except OSError as exc:  # made read-only, not linked: "" names no new object
+                    taken.append((file[0], "", file[3].st_mode))
+                    if not isinstance(exc, FileExistsError):
+                        raise self._write_error(exc, file[0]) from None
+                    states.append(None)
+                    continue
+                taken.append((file[0], file[1], file[3].st_mode))
+                known.append((self._stat_key(file[1]), file[3], file[1]))
+        finally:
+            self.stats.put_many(known, self.stats_now())
         return states
 
     def disown(self, taken: list[tuple[str, str, int]]) -> None:
