@@ -78,24 +78,28 @@ def forked_map(fn: Callable[[T], Any], items: Sequence[T],
 def _deliver(buf: bytearray, part: range, results: list[Any],
              each: Callable[[list[int], list[Any]], None] | None) -> None:
     """Take the complete batches at the head of `buf` (a worker's output so far)."""
-    while len(buf) >= _FRAME.size:
-        (size,) = _FRAME.unpack_from(buf)
-        if len(buf) < _FRAME.size + size:
-            return
-        try:
-            start, found = marshal.loads(bytes(buf[_FRAME.size:_FRAME.size + size]))
-        except (EOFError, ValueError, TypeError):
-            start, found = 0, None
-        del buf[:_FRAME.size + size]
-        if type(start) is not int or type(found) is not list:
-            continue
-        indices = list(part[start:start + len(found)])
-        if len(indices) != len(found):
-            continue
-        for i, res in zip(indices, found, strict=True):
-            results[i] = res
-        if each is not None:
-            each(indices, found)
+    pos = 0
+    with memoryview(buf) as view:
+        while len(buf) - pos >= _FRAME.size:
+            (size,) = _FRAME.unpack_from(view, pos)
+            end = pos + _FRAME.size + size
+            if len(buf) < end:
+                break
+            try:
+                start, found = marshal.loads(view[pos + _FRAME.size:end])
+            except (EOFError, ValueError, TypeError):
+                start, found = 0, None
+            pos = end
+            if type(start) is not int or type(found) is not list:
+                continue
+            indices = list(part[start:start + len(found)])
+            if len(indices) != len(found):
+                continue
+            for i, res in zip(indices, found, strict=True):
+                results[i] = res
+            if each is not None:
+                each(indices, found)
+    del buf[:pos]  # once: deleting each batch from the front would move the rest each time
 
 
 def _worker(fn: Callable[[T], Any], items: list[T], w: int, batch: int) -> NoReturn:
