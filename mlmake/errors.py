@@ -183,3 +183,49 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     swapped = [c for c in choices if sorted(c) == sorted(word) and c != word]
     close = swapped or difflib.get_close_matches(word, list(choices), n=1)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def store_write_error(exc: OSError, cache: str, root: str, src: str,
+                      size: int | None = None) -> StoreError:
+    """The message for a write into the cache `cache` that failed while storing `src` (a
+    path in the work tree `root`, `size` bytes): full disk, read-only cache, other."""
+    import errno
+    import os
+
+    where = os.path.relpath(src, root) if src.startswith(root) else src
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if size is None:
+            try:
+                size = os.path.getsize(src)
+            except OSError:
+                size = 0
+        return StoreError(
+            f"no space left on the device of the cache {cache} while storing '{where}' "
+            f"({_size(size)} needed, {_size(_free_bytes(cache))} free); free some space (or "
+            "run `mlmake gc`) and run again. The lock and the outs were left as they were.")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StoreError(
+            f"the cache {cache} is not writable ({exc.strerror}); cannot store '{where}'. "
+            "Make it writable (or point [project] cache elsewhere) and run again. The "
+            "lock and the outs were left as they were.")
+    return StoreError(f"cannot write into the cache {cache}: {exc}")
+
+
+def _free_bytes(path: str) -> int:
+    import os
+
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or ".")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

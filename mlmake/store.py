@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from mlmake import atomic
-from mlmake.errors import CorruptObjectError, MissingObjectError, StoreError
+from mlmake.errors import CorruptObjectError, MissingObjectError, StoreError, \
+    store_write_error
 from mlmake.hashing import Entry, FileState, StatCache, hash_file, tree_digest
 from mlmake.links import copy_file as _copy, link as _link, reflink as _reflink, remove_path, \
     unlink_quiet as _unlink
@@ -167,26 +168,7 @@ class Store:
             raise self._write_error(exc, dest, len(data)) from None
 
     def _write_error(self, exc: OSError, src: str, size: int | None = None) -> StoreError:
-        """The message for a store write that failed: full disk, read-only cache, other."""
-        if size is None:
-            try:
-                size = os.path.getsize(src)
-            except OSError:
-                size = 0
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = _free_bytes(self.path)
-            return StoreError(
-                f"no space left on the device of the cache {self.path} while storing "
-                f"'{os.path.relpath(src, self.root) if src.startswith(self.root) else src}' "
-                f"({_size(size)} needed, {_size(free)} free); free some space (or run "
-                "`mlmake gc`) and run again. The lock and the outs were left as they were.")
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return StoreError(
-                f"the cache {self.path} is not writable ({exc.strerror}); cannot store "
-                f"'{os.path.relpath(src, self.root) if src.startswith(self.root) else src}'. "
-                "Make it writable (or point [project] cache elsewhere) and run again. The "
-                "lock and the outs were left as they were.")
-        return StoreError(f"cannot write into the cache {self.path}: {exc}")
+        return store_write_error(exc, self.path, self.root, src, size)
 
     def sweep_temps(self) -> int:
         """Remove temporary files that killed writers left in the store."""
@@ -616,21 +598,3 @@ class Store:
 
 def _state(st: os.stat_result) -> FileState:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
-
-
-def _free_bytes(path: str) -> int:
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    try:
-        st = os.statvfs(path or ".")
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
