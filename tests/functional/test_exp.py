@@ -209,15 +209,7 @@ def test_branch_remove_and_gc_keeps_the_outs_of_kept_experiments(built):
 
 def test_experiments_travel_between_clones_and_apply_needs_no_recompute(built,
                                                                        tmp_path: Path):
-    cache = tmp_path / "team-cache"
-    built.write({"Mlfile": f'[project]\nremote = "team"\n[remote.team]\nurl = "{cache}"\n'
-                 + built.read("Mlfile")})
-    assert built.mlmake("-q").code == 0
-    built.commit("with a remote")
-    origin = tmp_path / "origin.git"
-    built.git("init", "-q", "--bare", str(origin))
-    built.git("remote", "add", "origin", str(origin))
-    built.git("push", "-q", "origin", "main")
+    origin = shared_origin(built, tmp_path)
     assert built.mlmake("exp", "run", "-S", "train.lr=0.7", "--name", "shared").code == 0
     r = built.mlmake("exp", "push")
     assert r.code == 0 and "pushed 1 experiment" in r.out, r.text
