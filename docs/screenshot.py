@@ -1,5 +1,6 @@
 """Regenerate docs/page.png and docs/experiments.png: the page of `mlmake serve` on a small demo
-project, at 1400x900, its pipeline view and its Experiments view.
+project, at 1400x900: page.png its pipeline view above its Experiments view, experiments.png the
+Experiments view alone.
 
     python docs/screenshot.py [--keep DIR]
 
@@ -13,6 +14,7 @@ some targets are stale) and a run in progress when the pictures are taken.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -224,7 +226,7 @@ def main() -> None:
             page.wait_for_selector(running)
             time.sleep(1.8)  # let the new-row highlight fade
             page.mouse.move(0, 0)
-            page.screenshot(path=opts.out)
+            pipeline = page.screenshot()
             # The Experiments view: sorted by accuracy, best first, lr against accuracy.
             page.click("#tab-experiments")
             page.wait_for_selector('#exp-chart g.point[data-kind="experiment"]')
@@ -235,7 +237,14 @@ def main() -> None:
             page.click('#exps tbody tr[data-name="lr-2"]')
             expect(page.locator('#exp-chart g.point.selected')).to_have_count(1)
             page.mouse.move(0, 0)
-            page.screenshot(path=opts.exps_out)
+            experiments = page.screenshot(path=opts.exps_out)
+            # page.png: both views of the page, one above the other
+            both = browser.new_page(viewport={"width": 1400, "height": 900})
+            both.set_content("<body style='margin:0;background:#0f172a'>" + "".join(
+                f"<img style='display:block;margin-bottom:8px' src='data:image/png;base64,"
+                f"{base64.b64encode(shot).decode()}'>" for shot in (pipeline, experiments))
+                + "</body>")
+            both.screenshot(path=opts.out, full_page=True)
             browser.close()
         print(f"wrote {opts.out} and {opts.exps_out}")
     finally:
