@@ -217,14 +217,74 @@ def _init(address: str | None) -> None:
     kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False,
                               "include_dashboard": False}
     try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(**kwargs)
+        ray.init(address=_connect_to(address), **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ExecutorError(f"cannot reach the Ray cluster at '{address or 'local'}': "
                             f"{exc}. Start one with `ray start --head` or drop --address.") \
             from None
+
+
+def _connect_to(address: str | None) -> str | None:
+    """What to hand `ray.init` for `address`: itself, except where Ray would find a running
+    local cluster on its own (no address, or "auto") that does not use token authentication.
+
+    Ray (2.59 on) connects to the cluster named in /tmp/ray/ray_current_cluster, as documented,
+    and turns token authentication on for this process whenever a token is at hand
+    (~/.ray/auth_token, RAY_AUTH_TOKEN), assuming that cluster uses it. A cluster started
+    without it (`ray start` before the token existed or with RAY_AUTH_MODE=disabled,
+    ray.cluster_utils) then cannot call back into this process, its calls carrying no token,
+    and the first actor dies. Named explicitly, the same cluster is joined as it is configured,
+    as with --address; a cluster that does use tokens keeps Ray's own path."""
+    if address not in (None, "auto") or os.environ.get("RAY_ADDRESS") \
+            or "RAY_AUTH_MODE" in os.environ or not _token_at_hand():
+        return address  # Ray turns nothing on by itself
+    from ray._private import services
+
+    try:  # with None as ray.init passes it, though Ray annotates a str
+        found = services.canonicalize_bootstrap_address(address, None)  # type: ignore[arg-type]
+    except (ConnectionError, ValueError):  # ray.init says the same, better
+        return address
+    if found is None or found not in services.find_gcs_addresses():  # none, or a stale file
+        return address
+    return found if _answers_without_token(found) else address
+
+
+def _token_at_hand() -> bool:
+    """Whether Ray would find a token here, looking where it documents: RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token. (Not by asking Ray's token loader: once that
+    has loaded the token, this process's own server refuses the cluster's calls without it.)"""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(
+        os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
+
+
+# Run in a fresh interpreter, where token authentication is still off: exits 3 when the
+# cluster at argv[1] refuses a request that carries no token.
+_PROBE = """
+import sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    GcsClient(address=sys.argv[1])
+except AuthenticationError:
+    raise SystemExit(3)
+"""
+
+
+def _answers_without_token(gcs_address: str) -> bool:
+    """Whether the cluster at `gcs_address` serves requests that carry no token (asked from
+    a child process: Ray logs a refusal on stderr, and this process keeps its settings)."""
+    import subprocess
+    import sys
+
+    try:
+        probe = subprocess.run([sys.executable, "-c", _PROBE, gcs_address],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
 
 
 _SESSION = _Session()

@@ -325,6 +325,54 @@ def test_queued_experiments_start_on_the_cluster_by_their_resources(repo, cluste
         assert node == cluster["gpu"] and cuda == "0"  # Ray placed it on the GPU node
 
 
+def _ray_processes_under(path) -> list[str]:
+    """The command lines of running processes that mention `path` (a Ray instance started
+    with RAY_TMPDIR there keeps its sessions and logs under it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if str(path) in cmd:
+            found.append(cmd)
+    return found
+
+
+def test_without_an_address_builds_and_experiments_join_the_running_cluster(repo, cluster,
+                                                                             tmp_path):
+    # Ray finds a running local cluster through its address file (here a private one, through
+    # RAY_TMPDIR, so that other Ray instances on this machine don't interfere) and, with a
+    # token at hand, turns token authentication on for it; the fixture's cluster does not use
+    # tokens, so joining it as Ray would leaves its calls back refused and the output queue dead.
+    ray_tmp = tmp_path / "raytmp"
+    (ray_tmp / "ray").mkdir(parents=True)
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(cluster["address"])
+    env = {"RAY_TMPDIR": str(ray_tmp), "RAY_ADDRESS": "",
+           "RAY_AUTH_TOKEN": "mlmake-test-token-the-cluster-does-not-use"}
+    repo.write(EXP_PROJECT)
+    r = repo.mlmake("--executor", "ray", env=env, timeout=180)
+    assert r.code == 0, r.text
+    assert "ran 2" in r.out and "Traceback" not in r.text
+    nodes = {cluster["head"], cluster["gpu"]}
+    assert repo.read("node.txt").strip() in nodes  # ran on the running cluster, not a new one
+    assert {x["host"] for x in repo.runs()} <= nodes
+
+    repo.commit("baseline")
+    r = repo.mlmake("exp", "run", "-S", "train.seed=1,2", "--name", "here", "-j", "2",
+                    "--executor", "ray", env=env, timeout=240)
+    assert r.code == 0, r.text
+    assert "Error" not in r.text and "Traceback" not in r.text
+    exps = experiments(repo)
+    for seed in (1, 2):
+        e = exps[f"here-{seed}"]
+        assert e["status"] == "succeeded" and e["metrics"] == {"metrics/train.json":
+                                                               {"seed": seed}}
+        assert exp_out(repo, e["rev"], "node.txt", tmp_path).strip() in nodes
+    assert _ray_processes_under(ray_tmp) == []  # no second Ray instance left behind
+
+
 # -- data sources without a shared filesystem ---------------------------------------------------
 SOURCED = {
     "data/raw/a.txt": "row a\n",
