@@ -238,13 +238,15 @@ def _connect_to(address: str | None) -> str | None:
     if address not in (None, "auto") or os.environ.get("RAY_ADDRESS") \
             or "RAY_AUTH_MODE" in os.environ or not _token_at_hand():
         return address  # Ray turns nothing on by itself
-    from ray._private import services
+    try:  # Ray's private API: where it moved, Ray's own path is kept
+        from ray._private import services
 
-    try:  # with None as ray.init passes it, though Ray annotates a str
+        # with None as ray.init passes it, though Ray annotates a str
         found = services.canonicalize_bootstrap_address(address, None)  # type: ignore[arg-type]
-    except (ConnectionError, ValueError):  # ray.init says the same, better
-        return address
-    if found is None or found not in services.find_gcs_addresses():  # none, or a stale file
+        running = services.find_gcs_addresses()
+    except (ImportError, AttributeError, ConnectionError, ValueError):
+        return address  # (a connection or value error: ray.init says the same, better)
+    if found is None or found not in running:  # none, or a stale file
         return address
     return found if _answers_without_token(found) else address
 

@@ -187,15 +187,19 @@ def no_shared_fs(repo: Repo, remote_toml: str) -> None:
                 "[remote.team]\n" + remote_toml + mlfile})
 
 
+def team_remote(kind: str, tmp_path, request) -> str:
+    """The [remote.team] settings of a directory remote or of the moto S3 server's bucket."""
+    if kind == "dir":
+        return f'url = "{tmp_path / "team-cache"}"\n'
+    s3 = request.getfixturevalue("s3")
+    return (f'url = "s3://{s3["bucket"]}/ray"\n'
+            f'options = {{ endpoint_url = "{s3["endpoint"]}" }}\n')
+
+
 @pytest.mark.parametrize("kind", ["dir", "s3"])
 def test_without_a_shared_filesystem_data_travels_through_the_remote(tmp_path, cluster, kind,
                                                                      request):
-    if kind == "dir":
-        toml = f'url = "{tmp_path / "team-cache"}"\n'
-    else:
-        s3 = request.getfixturevalue("s3")
-        toml = (f'url = "s3://{s3["bucket"]}/ray"\n'
-                f'options = {{ endpoint_url = "{s3["endpoint"]}" }}\n')
+    toml = team_remote(kind, tmp_path, request)
     local, remote = Repo(tmp_path / "local"), Repo(tmp_path / "ray")
     no_shared_fs(local, toml)
     no_shared_fs(remote, toml)
@@ -395,12 +399,7 @@ SOURCED = {
 @pytest.mark.parametrize("kind", ["dir", "s3"])
 def test_tracked_data_sources_travel_to_ray_tasks_through_the_remote(tmp_path, cluster, kind,
                                                                       request):
-    if kind == "dir":
-        toml = f'url = "{tmp_path / "team-cache"}"\n'
-    else:
-        s3 = request.getfixturevalue("s3")
-        toml = (f'url = "s3://{s3["bucket"]}/ray"\n'
-                f'options = {{ endpoint_url = "{s3["endpoint"]}" }}\n')
+    toml = team_remote(kind, tmp_path, request)
     local, remote = Repo(tmp_path / "local"), Repo(tmp_path / "ray")
     for r in (local, remote):
         r.write({**SOURCED, "Mlfile": '[project]\nray_data = "remote"\nremote = "team"\n\n'
