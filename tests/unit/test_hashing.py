@@ -473,6 +473,9 @@ def test_workers_hand_their_results_over_in_batches_as_they_go(tmp_path: Path):
         assert sorted(seen) == list(range(1000)) and len(calls) > 2, len(calls)
         assert all(r == (None if i == 500 else i * i)
                    for ix, rs in calls for i, r in zip(ix, rs))
+        # batches larger than a pipe holds arrive over several reads
+        big = forked_map(lambda i: "x" * 3000 + str(i), range(600), batch=50)
+        assert big == ["x" * 3000 + str(i) for i in range(600)]
 
         got = []
         scan = Hasher({str(tmp_path)!r}, StatCache(None), forked=True).scan("d", got.append)
