@@ -107,27 +107,33 @@ def add(root: str, lock_path: str, store: Store, hasher: Hasher, targets: Iterab
     lock = Lock.read(lock_path)
     hasher = Hasher(hasher.root, hasher.cache, forked=True)  # see Hasher
     done = []
-    for rel in rels:
-        old = lock.sources.get(rel)
-        try:
-            rec, changed = _store(root, rel, store, hasher, old)
-        except OSError as exc:
-            where = os.path.relpath(exc.filename, root) if exc.filename else rel
-            raise UsageError(f"cannot read '{where}' to add '{rel}': {exc.strerror}. Make it "
-                             f"readable or move it out of '{rel}', then run `mlmake add "
-                             f"{rel}` again.") from None
-        status = "added" if old is None else "updated" if changed else "unchanged"
-        if old is None or changed or old.imported:
-            lock.sources[rel] = SourceRecord(rec)  # a local copy of an import: a local source
-        done.append(Added(rel, status, rec.hash, rec.files or 1, rec.size or 0, rec.kind))
-    lock.write()
+    taken: list[tuple[str, str, int]] = []  # what a failure undoes, for every path
+    try:
+        for rel in rels:
+            old = lock.sources.get(rel)
+            try:
+                rec, changed = _store(root, rel, store, hasher, old, taken)
+            except OSError as exc:
+                where = os.path.relpath(exc.filename, root) if exc.filename else rel
+                raise UsageError(f"cannot read '{where}' to add '{rel}': {exc.strerror}. "
+                                 f"Make it readable or move it out of '{rel}', then run "
+                                 f"`mlmake add {rel}` again.") from None
+            status = "added" if old is None else "updated" if changed else "unchanged"
+            if old is None or changed or old.imported:
+                lock.sources[rel] = SourceRecord(rec)  # a local copy of an import: local
+            done.append(Added(rel, status, rec.hash, rec.files or 1, rec.size or 0, rec.kind))
+        lock.write()
+    except BaseException:
+        store.disown(taken)
+        raise
     return done
 
 
-def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord | None
-           ) -> tuple[OutRecord, bool]:
+def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord | None,
+           taken: list[tuple[str, str, int]]) -> tuple[OutRecord, bool]:
     """Hash `rel`, put it in the store unless its recorded version is already there, and
-    link it back; (its out record, whether it differs from `old`).
+    link it back; (its out record, whether it differs from `old`). The links it makes are
+    noted in `taken` (Store.disown undoes them).
 
     A tree is walked and read once (Hasher.scan: in forked workers), its files moved into
     the store in bulk (Store.adopt: one sync, then a chmod and a link per file), and the
@@ -142,7 +148,7 @@ def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord 
         def same(digest: str) -> bool:  # recorded and stored already
             return manifest and old is not None and old.hash == digest
 
-        scan, states = _scan_adopting(root, rel, store, hasher, same)
+        scan, states = _scan_adopting(root, rel, store, hasher, same, taken)
         if same(scan.digest):
             assert old is not None
             rec = old.out
@@ -158,28 +164,28 @@ def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord 
         if old is not None and old.hash == oid and store.has(oid):
             return old.out, False
         rec = OutRecord(oid, "file", st.st_size, executable=bool(st.st_mode & 0o111))
-        store.adopt([(full, oid, rec.executable, st)])
+        store.adopt([(full, oid, rec.executable, st)], taken=taken)
     return rec, old is None or old.hash != rec.hash
 
 
 def _scan_adopting(root: str, rel: str, store: Store, hasher: Hasher,
-                   same: Callable[[str], bool]) -> tuple[Scan, list[FileState]]:
+                   same: Callable[[str], bool], taken: list[tuple[str, str, int]]
+                   ) -> tuple[Scan, list[FileState]]:
     """Hash the tree at `rel` and make its files their own objects (unless `same(digest)`
     says it is stored already); the state each file is left in.
 
     Where the store takes files by hard link, they are linked in batch by batch as the
-    workers hash them, so that the linking overlaps the hashing; a failure on the way
-    undoes every link made. Elsewhere (copies, reflinks) they are stored once all are
-    hashed."""
+    workers hash them, so that the linking overlaps the hashing; each link made is noted in
+    `taken`. Elsewhere (copies, reflinks) they are stored once all are hashed."""
     full = os.path.join(root, rel)
     if not store.adopting(full):
         scan = hasher.scan(rel)
         if same(scan.digest):
             return scan, [(s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for s in scan.stats]
         return scan, store.adopt([(f"{full}/{e.path}", e.hash, e.executable, s)
-                                  for e, s in zip(scan.entries, scan.stats, strict=True)])
+                                  for e, s in zip(scan.entries, scan.stats, strict=True)],
+                                 taken=taken)
     base = os.path.join(root, "")  # the tree's files' paths as the hasher gives them
-    taken: list[tuple[str, str, int]] = []
     states: dict[str, FileState] = {}
     later: list[tuple[str, str, bool, os.stat_result]] = []  # objects stored already
 
@@ -191,13 +197,9 @@ def _scan_adopting(root: str, rel: str, store: Store, hasher: Hasher,
             else:
                 states[f[0]] = state
 
-    try:
-        scan = hasher.scan(rel, each)
-        for f, state in zip(later, store.adopt(later, sync=False), strict=True):
-            states[f[0]] = state
-    except BaseException:
-        store.disown(taken)
-        raise
+    scan = hasher.scan(rel, each)
+    for f, state in zip(later, store.adopt(later, sync=False), strict=True):
+        states[f[0]] = state
     top = os.path.join(base, rel, "")
     return scan, [states[top + e.path] for e in scan.entries]
 

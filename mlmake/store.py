@@ -340,7 +340,8 @@ class Store:
             self.add_manifest(entries)  # last: a manifest names only complete objects
 
     def adopt(self, files: list[tuple[str, str, bool, os.stat_result]],
-              sync: bool = True) -> list[FileState]:
+              sync: bool = True, taken: list[tuple[str, str, int]] | None = None
+              ) -> list[FileState]:
         """Make work-tree files (path, oid, executable, their stat when hashed) their own
         objects, without a second copy where the filesystem allows; returns the state each
         path has afterwards.
@@ -354,7 +355,7 @@ class Store:
         it is ever linked. Otherwise (reflinks, copies, another filesystem) objects are
         staged copies (`add_files`) and the work tree is left as it is. `sync=False` skips
         the sync: the caller fsyncs the objects before anything durable (the lock, a run-cache
-        entry) names them, or synced them before (`adopting`).
+        entry) names them, or synced them before (`adopting`). `taken`: see `adopt_new`.
         """
         if not files:
             return []
@@ -365,7 +366,7 @@ class Store:
             self._sync(files[0][0] if len(files) == 1 else None)
         # one process: links made by forked workers were slower still (they queue on the
         # filesystem's journal)
-        states = self.adopt_new(files, [])
+        states = self.adopt_new(files, [] if taken is None else taken)
         return [s if s is not None else self._join(src, oid, st, _RO_EXEC if x else _RO)
                 for s, (src, oid, x, st) in zip(states, files, strict=True)]
 

@@ -167,8 +167,9 @@ def test_a_file_that_cannot_be_read_stops_add_and_leaves_the_tree_as_it_was(repo
         outs = ["count.txt"]
     """, **big})
     os.symlink("/proc/self/mem", repo.path / "data/big/2/zz-unreadable")
-    before = {rel: (repo.path / rel).stat() for rel in big}
-    r = repo.mlmake("add", "data/big")
+    repo.write({"data/first.csv": "id\n1\n"})  # added first, undone too
+    before = {rel: (repo.path / rel).stat() for rel in [*big, "data/first.csv"]}
+    r = repo.mlmake("add", "data/first.csv", "data/big")
     assert r.code == 2, r.text
     assert "cannot read 'data/big/2/zz-unreadable' to add 'data/big'" in r.err
     assert not (repo.path / "Mlfile.lock").exists()
