@@ -355,8 +355,7 @@ class Store:
         it is ever linked. Otherwise (reflinks, copies, another filesystem) objects are
         staged copies (`add_files`) and the work tree is left as it is. `sync=False` skips
         the sync: the caller fsyncs the objects before anything durable (the lock, a run-cache
-        entry) names them, or synced them before (`adopting`). `taken`: see `adopt_new`.
-        """
+        entry) names them, or synced them before (`adopting`). `taken`: see `adopt_new`."""
         if not files:
             return []
         if not self._moves(os.path.dirname(files[0][0])):
