@@ -212,11 +212,11 @@ class StatCache:
             self.direct[rel] = entry
             self.dirty = True
 
-    def put_many(self, found: Iterable[tuple[str, os.stat_result, str]], now_ns: int) -> None:
-        """`put` (bulk) of many (path, stat, digest) at once."""
+    def put_many(self, found: Iterable[tuple[str, str, os.stat_result]], now_ns: int) -> None:
+        """`put` (bulk) of many (path, digest, stat) at once."""
         files = self.files
         settled = now_ns - _RACY_NS
-        for rel, st, digest in found:
+        for rel, digest, st in found:
             if st.st_mtime_ns <= settled:
                 files[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
         self.files_dirty = True
@@ -488,7 +488,7 @@ class Hasher:
                 i, p, st = todo[k]
                 digests[i] = d
                 batch.append((p, d, st))
-            self.cache.put_many([(p, st, d) for p, d, st in batch], self.now_ns)
+            self.cache.put_many(batch, self.now_ns)
             if each is not None:
                 each(batch)
 

@@ -19,7 +19,7 @@ from mlmake.errors import RemoteError, StoreError, UsageError
 from mlmake.hashing import FileState, Hasher, Scan, StatCache, is_glob
 from mlmake.lockfile import Lock
 from mlmake.model import MANIFEST_SUFFIX, OutRecord, SourceRecord
-from mlmake.store import Store, remove_path
+from mlmake.store import Store, Taken, remove_path
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def add(root: str, lock_path: str, store: Store, hasher: Hasher, targets: Iterab
     lock = Lock.read(lock_path)
     hasher = Hasher(hasher.root, hasher.cache, forked=True)  # see Hasher
     done = []
-    taken: list[tuple[str, str, int]] = []  # what a failure undoes, for every path
+    taken: Taken = []  # what a failure undoes, for every path
     try:
         for rel in rels:
             old = lock.sources.get(rel)
@@ -130,7 +130,7 @@ def add(root: str, lock_path: str, store: Store, hasher: Hasher, targets: Iterab
 
 
 def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord | None,
-           taken: list[tuple[str, str, int]]) -> tuple[OutRecord, bool]:
+           taken: Taken) -> tuple[OutRecord, bool]:
     """Hash `rel`, put it in the store unless its recorded version is already there, and
     link it back; (its out record, whether it differs from `old`). The links it makes are
     noted in `taken` (Store.disown undoes them).
@@ -169,7 +169,7 @@ def _store(root: str, rel: str, store: Store, hasher: Hasher, old: SourceRecord 
 
 
 def _scan_adopting(root: str, rel: str, store: Store, hasher: Hasher,
-                   same: Callable[[str], bool], taken: list[tuple[str, str, int]]
+                   same: Callable[[str], bool], taken: Taken
                    ) -> tuple[Scan, list[FileState]]:
     """Hash the tree at `rel` and make its files their own objects (unless `same(digest)`
     says it is stored already); the state each file is left in.

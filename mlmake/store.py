@@ -29,6 +29,7 @@ __all__ = ["MANIFEST_SUFFIX", "CorruptObjectError", "MissingObjectError", "Store
            "remove_path"]
 _RO = 0o444
 _RO_EXEC = 0o555
+Taken = list[tuple[str, str, os.stat_result]]  # adopt_new's: (path, new object or "", stat)
 
 
 class Store:
@@ -340,8 +341,7 @@ class Store:
             self.add_manifest(entries)  # last: a manifest names only complete objects
 
     def adopt(self, files: list[tuple[str, str, bool, os.stat_result]],
-              sync: bool = True, taken: list[tuple[str, str, int]] | None = None
-              ) -> list[FileState]:
+              sync: bool = True, taken: Taken | None = None) -> list[FileState]:
         """Make work-tree files (path, oid, executable, their stat when hashed) their own
         objects, without a second copy where the filesystem allows; returns the state each
         path has afterwards.
@@ -370,48 +370,48 @@ class Store:
                 for s, (src, oid, x, st) in zip(states, files, strict=True)]
 
     def adopting(self, path: str) -> bool:
-        """Get ready to adopt the files under `path` in batches as they are hashed
-        (`adopt_new`): one sync of the filesystem first, so that an object's name only ever
-        appears over data already on disk. False where this store keeps copies (`adopt`
-        them once hashed)."""
+        """Get ready to adopt the files under `path` batch by batch as they are hashed
+        (`adopt_new`): one sync first, so an object's name only ever appears over data on
+        disk. False where this store keeps copies (`adopt` them once hashed)."""
         if not self._moves(path):
             return False
         self._sync(None)
         return True
 
     def adopt_new(self, files: list[tuple[str, str, bool, os.stat_result]],
-                  taken: list[tuple[str, str, int]]) -> list[FileState | None]:
+                  taken: Taken) -> list[FileState | None]:
         """`adopt` for files whose objects are new (hard-link stores, after `adopting` or a
         sync): each is made read-only and linked in; None for a file whose object is stored
-        already (`adopt` it once nothing can fail any more). Each file linked in is noted
-        in `taken` (path, oid, mode before), so that `disown(taken)` undoes it."""
+        already (`adopt` it once nothing can fail any more). Each file it touched is noted
+        in `taken`, so that `disown(taken)` undoes it."""
         states: list[FileState | None] = []
-        known: list[tuple[str, os.stat_result, str]] = []
+        known: list[tuple[str, str, os.stat_result]] = []
         try:
             for file in files:
                 try:
                     states.append(self._take(file))
                 except OSError as exc:  # made read-only, not linked: "" names no new object
-                    taken.append((file[0], "", file[3].st_mode))
+                    taken.append((file[0], "", file[3]))
                     if not isinstance(exc, FileExistsError):
                         raise self._write_error(exc, file[0]) from None
                     states.append(None)
                     continue
-                taken.append((file[0], file[1], file[3].st_mode))
-                known.append((self._stat_key(file[1]), file[3], file[1]))
+                taken.append((file[0], file[1], file[3]))
+                known.append((self._stat_key(file[1]), file[1], file[3]))
         finally:
             self.stats.put_many(known, self.stats_now())
         return states
 
-    def disown(self, taken: list[tuple[str, str, int]]) -> None:
+    def disown(self, taken: Taken) -> None:
         """Undo `adopt_new`: unlink the objects it made, and give each file back its mode
-        unless something else links it now."""
-        for src, oid, mode in reversed(taken):
+        while it is the file it was, linked from nowhere new (never an object's inode)."""
+        for src, oid, st in reversed(taken):
             try:
                 if oid and os.path.samefile(src, self.object_path(oid)):
                     os.unlink(self.object_path(oid))
-                if os.stat(src).st_nlink == 1:
-                    os.chmod(src, mode & 0o7777)
+                now = os.stat(src)
+                if now.st_ino == st.st_ino and now.st_nlink <= st.st_nlink:
+                    os.chmod(src, st.st_mode & 0o7777)
             except OSError:
                 continue
 

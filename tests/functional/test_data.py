@@ -168,6 +168,7 @@ def test_a_file_that_cannot_be_read_stops_add_and_leaves_the_tree_as_it_was(repo
     """, **big})
     os.symlink("/proc/self/mem", repo.path / "data/big/2/zz-unreadable")
     repo.write({"data/first.csv": "id\n1\n"})  # added first, undone too
+    os.link(repo.path / "data/big/1/f01.bin", repo.path / "f01-elsewhere.bin")  # the user's
     before = {rel: (repo.path / rel).stat() for rel in [*big, "data/first.csv"]}
     r = repo.mlmake("add", "data/first.csv", "data/big")
     assert r.code == 2, r.text
@@ -177,7 +178,9 @@ def test_a_file_that_cannot_be_read_stops_add_and_leaves_the_tree_as_it_was(repo
     assert not [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else True
     for rel, st in before.items():
         now = (repo.path / rel).stat()
-        assert (now.st_ino, now.st_mode, now.st_nlink) == (st.st_ino, st.st_mode, 1), rel
+        assert (now.st_ino, now.st_mode, now.st_nlink) == (st.st_ino, st.st_mode,
+                                                            st.st_nlink), rel
+    assert (repo.path / "data/big/1/f01.bin").stat().st_nlink == 2
     os.unlink(repo.path / "data/big/2/zz-unreadable")
     r = repo.mlmake("add", "data/big")
     assert r.code == 0 and "35 files" in r.out, r.text
