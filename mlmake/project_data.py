@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from mlmake.hashing import Hasher, StatCache
+from mlmake.hashing import Hasher, StatCache, gc_paused
 from mlmake.lockfile import Lock
 from mlmake.project_state import ProjectState
 
@@ -24,7 +24,7 @@ class DataMixin(ProjectState):
         Git-ignored and recorded in the lock (mlmake.sources.Added per path)."""
         from mlmake import sources
 
-        with self._project_lock(True):
+        with self._project_lock(True), gc_paused():
             stats = StatCache(self.state_path("statcache"))
             try:
                 return sources.add(self.root, self.lock_path, self.store(stats),

@@ -197,7 +197,7 @@ def _scan_adopting(root: str, rel: str, store: Store, hasher: Hasher,
             else:
                 states[f[0]] = state
 
-    scan = hasher.scan(rel, each)
+    scan = hasher.scan(rel, each, store.wait_shards)
     for f, state in zip(later, store.adopt(later, sync=False), strict=True):
         states[f[0]] = state
     top = os.path.join(base, rel, "")

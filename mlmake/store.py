@@ -1,256 +1,38 @@
-"""The local content-addressed object store and the links from it into the work tree.
+"""The local object store and the links between its objects and the work tree.
 
-Objects live under .mlmake/cache/ in dvc-objects' layout (`ab/cdef…`), addressed by xxh3-128;
-a directory out is a manifest object `<tree hash>.dir` listing (path, hash, exec). Objects are
-read-only. Every object is verified against its name before it is linked: a stat signature
-recorded when it was written or last verified makes that free for untouched objects.
+Outs and data sources are stored as objects (mlmake.objects) and linked back into the work
+tree (hard links, reflinks or copies, as the project's `link` says); files whose objects are
+new move into the store by a hard link where the filesystem allows (`adopt`), so data is never
+stored twice.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
-import shutil
 import stat as stat_mod
-import time
-from collections.abc import Iterator
-from typing import Any
+import subprocess
 
 from mlmake import atomic
-from mlmake.errors import CorruptObjectError, MissingObjectError, StoreError, \
-    store_write_error
-from mlmake.hashing import Entry, FileState, StatCache, hash_file, tree_digest
-from mlmake.links import copy_file as _copy, link as _link, reflink as _reflink, remove_path, \
+from mlmake.errors import CorruptObjectError, MissingObjectError, StoreError
+from mlmake.hashing import Entry, FileState, StatCache
+from mlmake.links import copy_file as _copy, link as _link, remove_path, \
     unlink_quiet as _unlink
 from mlmake.model import MANIFEST_SUFFIX, OutRecord
+from mlmake.objects import RO as _RO, RO_EXEC as _RO_EXEC, Objects
 
 __all__ = ["MANIFEST_SUFFIX", "CorruptObjectError", "MissingObjectError", "Store",
            "remove_path"]
-_RO = 0o444
-_RO_EXEC = 0o555
 Taken = list[tuple[str, str, os.stat_result]]  # adopt_new's: (path, new object or "", stat)
 
 
-class Store:
-    """Objects under `path`; `root` is the work tree outs are linked into."""
+class Store(Objects):
+    """Objects, and the links between them and the work tree under `root`."""
 
     def __init__(self, path: str, root: str, stat_cache: StatCache,
                  link_types: tuple[str, ...] = ("reflink", "hardlink", "copy")) -> None:
-        self.path = path
-        self.root = root
-        self.stats = stat_cache
-        self.link_types = link_types
-        self._link: str | None = None
-        self._made: set[str] = set()
-
-    @property
-    def odb(self) -> Any:
-        """dvc-objects' ObjectDB over this store (its layout and listing)."""
-        from dvc_objects.db import ObjectDB
-        from dvc_objects.fs.local import LocalFileSystem
-
-        return ObjectDB(LocalFileSystem(), self.path)
-
-    # -- objects ----------------------------------------------------------------------------
-    def object_path(self, oid: str) -> str:
-        return f"{self.path}{os.sep}{oid[:2]}{os.sep}{oid[2:]}"  # (join is slow in hot loops)
-
-    def has(self, oid: str) -> bool:
-        return os.path.exists(self.object_path(oid))
-
-    def _stat_key(self, oid: str) -> str:
-        return f"\x00obj/{oid}"
-
-    def verify(self, oid: str, out: str = "") -> os.stat_result:
-        """Raise CorruptObjectError (removing the object) unless it hashes to `oid`; returns
-        the object's stat (a hard link shares it)."""
-        path = self.object_path(oid)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise MissingObjectError(oid, out or oid) from None
-        key = self._stat_key(oid)
-        if self.stats.get(key, st) == oid:
-            return st
-        found = hash_file(path)
-        if found != oid:
-            self._set_aside(oid, found)
-            raise CorruptObjectError(oid, out or oid, found)
-        self.stats.put(key, st, oid, self.stats_now())
-        return st
-
-    def stats_now(self) -> int:
-        return time.time_ns()
-
-    def add_file(self, src: str, oid: str, executable: bool, move: bool = True,
-                 sync: bool = True) -> None:
-        """Put the file at `src` into the store as `oid` (moved when allowed, else copied).
-
-        The object appears atomically and complete: it is written under a unique temporary
-        name, fsynced, made read-only and renamed, so a crash at any instant leaves either no
-        object or the whole one (what a lock entry may name). A full disk or a read-only
-        cache raises StoreError naming the path and the space needed, leaving nothing.
-        `sync=False` leaves the fsync to the caller, before anything durable names it.
-        """
-        staged = self._stage(src, oid, executable, move)
-        if staged is not None:
-            if sync:
-                atomic.fsync_file(staged)
-            self._commit(staged, oid, src)
-
-    def add_files(self, files: list[tuple[str, str, bool]], move: bool = True) -> None:
-        """add_file for many (src, oid, executable) at once: all staged, one filesystem sync,
-        then all renamed (a 1,000-file directory out costs one sync, not 1,000 fsyncs)."""
-        staged: list[tuple[str, str, str]] = []
-        try:
-            for src, oid, executable in files:
-                tmp = self._stage(src, oid, executable, move)
-                if tmp is not None:
-                    staged.append((tmp, oid, src))
-            if staged:
-                atomic.sync_fs(self.path)
-            while staged:
-                tmp, oid, src = staged.pop()
-                self._commit(tmp, oid, src)
-        finally:
-            for tmp, _, _ in staged:
-                _unlink(tmp)
-
-    def _stage(self, src: str, oid: str, executable: bool, move: bool) -> str | None:
-        """A read-only temporary copy (or link) of `src` beside the object `oid`; None when
-        the object is already stored."""
-        dest = self.object_path(oid)
-        if os.path.exists(dest):
-            return None
-        tmp = atomic.temp_name(dest)
-        try:
-            self._mkdir(os.path.dirname(dest))
-            linked = False
-            if move:
-                try:
-                    os.link(src, tmp)
-                    linked = True
-                except OSError:
-                    pass
-            if not linked and self._link == "reflink":
-                try:
-                    _reflink(src, tmp)  # no second copy of the data either
-                    linked = True
-                except OSError:
-                    pass
-            if not linked:
-                shutil.copyfile(src, tmp)
-            os.chmod(tmp, _RO_EXEC if executable else _RO)
-        except OSError as exc:
-            _unlink(tmp)
-            raise self._write_error(exc, src) from None
-        return tmp
-
-    def _commit(self, tmp: str, oid: str, src: str) -> None:
-        dest = self.object_path(oid)
-        try:
-            os.replace(tmp, dest)
-        except OSError as exc:
-            _unlink(tmp)
-            raise self._write_error(exc, src) from None
-        st = os.stat(dest)
-        self.stats.put(self._stat_key(oid), st, oid, self.stats_now())
-
-    def add_bytes(self, oid: str, data: bytes, executable: bool = False) -> None:
-        """Put `data` into the store as `oid` (unique temporary name, fsync, rename)."""
-        dest = self.object_path(oid)
-        if os.path.exists(dest):
-            return
-        try:
-            self._mkdir(os.path.dirname(dest))
-            atomic.atomic_write(dest, data, _RO_EXEC if executable else _RO)
-        except OSError as exc:
-            raise self._write_error(exc, dest, len(data)) from None
-
-    def _write_error(self, exc: OSError, src: str, size: int | None = None) -> StoreError:
-        return store_write_error(exc, self.path, self.root, src, size)
-
-    def sweep_temps(self) -> int:
-        """Remove temporary files that killed writers left in the store."""
-        return atomic.sweep(self.path) if os.path.isdir(self.path) else 0
-
-    def add_manifest(self, entries: list[Entry], digest: str | None = None) -> str:
-        """Store a directory manifest; returns the tree hash it is named by (`digest`, when
-        the caller has it already)."""
-        digest = digest or tree_digest(entries)
-        data = json.dumps([[e.path, e.hash, e.executable] for e in sorted(entries)],
-                          separators=(",", ":")).encode()
-        self.add_bytes(digest + MANIFEST_SUFFIX, data)
-        return digest
-
-    def manifest(self, tree_oid: str) -> list[Entry] | None:
-        """The entries of a directory out, verified against its hash; None if not stored."""
-        path = self.object_path(tree_oid + MANIFEST_SUFFIX)
-        try:
-            with open(path, "rb") as fh:
-                raw = json.loads(fh.read())
-            entries = [Entry(p, h, bool(x)) for p, h, x in raw]
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError):
-            self.remove(tree_oid + MANIFEST_SUFFIX)
-            raise CorruptObjectError(tree_oid + MANIFEST_SUFFIX, tree_oid, "unreadable") \
-                from None
-        found = tree_digest(entries)
-        if found != tree_oid:
-            self.remove(tree_oid + MANIFEST_SUFFIX)
-            raise CorruptObjectError(tree_oid + MANIFEST_SUFFIX, tree_oid, found)
-        return entries
-
-    def _set_aside(self, oid: str, found: str) -> None:
-        """Take a corrupt object out from under its name; its bytes are kept as the object
-        they really are (often an edit written through a hard link: the user's only copy)."""
-        path = self.object_path(oid)
-        if len(found) != len(oid) or self.has(found):
-            self.remove(oid)
-            return
-        self._mkdir(os.path.dirname(self.object_path(found)))
-        try:
-            os.replace(path, self.object_path(found))
-        except OSError:
-            self.remove(oid)
-
-    def keep(self, out: str) -> str:
-        """Put the work tree's current content of `out` into the store (files moved in by
-        a hard link where possible, a manifest for a directory) without changing the work
-        tree; returns its hash. Used before an edited out is replaced."""
-        from mlmake.hashing import Hasher
-
-        full = os.path.join(self.root, out)
-        hasher = Hasher(self.root, self.stats)
-        if os.path.isdir(full):
-            digest, entries = hasher.tree(out, manifest=True)
-            for e in entries:
-                self.add_file(os.path.join(full, e.path), e.hash, e.executable)
-            self.add_manifest(entries)
-            return digest
-        st = os.stat(full)
-        oid = hasher.file(out, st)
-        self.add_file(full, oid, bool(st.st_mode & 0o111))
-        return oid
-
-    def remove(self, oid: str) -> None:
-        try:
-            os.unlink(self.object_path(oid))
-        except FileNotFoundError:
-            pass
-
-    def all_oids(self) -> Iterator[str]:
-        """Every object in the store (dvc-objects' listing)."""
-        if not os.path.isdir(self.path):
-            return iter(())
-        return (oid for oid in self.odb.all() if not atomic.is_temp(oid))
-
-    def _mkdir(self, d: str) -> None:
-        if d not in self._made:
-            os.makedirs(d, exist_ok=True)
-            self._made.add(d)
+        super().__init__(path, root, stat_cache, link_types)
+        self._shards: subprocess.Popen[bytes] | None = None
 
     # -- outs -------------------------------------------------------------------------------
     def record_oids(self, record: OutRecord) -> list[str]:
@@ -376,7 +158,33 @@ class Store:
         if not self._moves(path):
             return False
         self._sync(None)
+        self._make_shards()
         return True
+
+    def _make_shards(self) -> None:
+        """Start making the store's missing shard directories (`ab/`) in a child process,
+        while this one walks the tree: a fresh store's 256 take as long as walking 10,000
+        files does (a thread would slow the walk down by as much, for the GIL)."""
+        try:
+            have = set(os.listdir(self.path))
+        except OSError:
+            have = set()
+        want = [f"{self.path}{os.sep}{i:02x}" for i in range(256) if f"{i:02x}" not in have]
+        if len(want) < 16:  # not worth a process: made as they are needed
+            return
+        try:
+            self._shards = subprocess.Popen(["mkdir", "-p", "--", *want], stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:  # no mkdir: made as they are needed
+            self._shards = None
+
+    def wait_shards(self) -> None:
+        """Wait for the shard directories `adopting` makes; call it before forking. A
+        shard the child could not make is made (or its error raised) as it is needed."""
+        if self._shards is not None:
+            if self._shards.wait() == 0:
+                self._made.update(f"{self.path}{os.sep}{i:02x}" for i in range(256))
+            self._shards = None
 
     def adopt_new(self, files: list[tuple[str, str, bool, os.stat_result]],
                   taken: Taken) -> list[FileState | None]:
@@ -405,6 +213,7 @@ class Store:
     def disown(self, taken: Taken) -> None:
         """Undo `adopt_new`: unlink the objects it made, and give each file back its mode
         while it is the file it was, linked from nowhere new (never an object's inode)."""
+        self.wait_shards()
         for src, oid, st in reversed(taken):
             try:
                 if oid and os.path.samefile(src, self.object_path(oid)):
