@@ -23,11 +23,13 @@ from typing import Any, NamedTuple
 
 import xxhash
 
+from mlmake.statcache import RACY_NS, StatCache
+
 KEY_FORMAT = 1
 TREE_FORMAT = 1
 _CHUNK = 256 << 10  # within a core's L2 cache: the hash reads what the read just wrote
 _PARALLEL_BYTES = 32 << 20
-_RACY_NS = 100_000_000  # a file modified this recently may change again within one mtime tick
+_FORK_FILES = 1024  # a tree this large is statted and hashed in forked workers (Hasher.scan)
 _local = threading.local()
 
 
@@ -171,112 +173,6 @@ def _py_signature(files: list[tuple[str, os.stat_result]]) -> str:
         [(p, s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for p, s in files]))
 
 
-class StatCache:
-    """Remembers (inode, size, mtime_ns) → hash per path so unchanged files are not re-read.
-
-    Two marshal files: `path` holds tree signatures and the entries of files hashed on
-    their own (small, read on every check); `path.files` the entries of files inside trees
-    and of store objects (`bulk`), read only when a tree changed. Both are written
-    atomically when something changed. Entries for files modified in the last moments are
-    not trusted (they may change again within one timestamp tick), as Git does for its
-    index.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self._files: dict[str, tuple[int, int, int, str]] | None = None if path else {}
-        self.trees: dict[str, tuple[str, str]] = {}
-        self.direct: dict[str, tuple[int, int, int, str]] = {}
-        self.dirty = False  # trees or direct entries changed
-        self.files_dirty = False
-        if path:
-            data = _load(path)
-            if _valid_small(data):
-                self.trees, self.direct = data[1], data[2]
-
-    @property
-    def files(self) -> dict[str, tuple[int, int, int, str]]:
-        if self._files is None:
-            data = _load(f"{self.path}.files")
-            ok = type(data) is tuple and len(data) == 2 and data[0] == TREE_FORMAT \
-                and type(data[1]) is dict
-            self._files = data[1] if ok else {}
-        return self._files
-
-    def get(self, rel: str, st: os.stat_result, bulk: bool = True) -> str | None:
-        hit = (self.files if bulk else self.direct).get(rel)
-        if type(hit) is tuple and len(hit) == 4 and hit[0] == st.st_ino \
-                and hit[1] == st.st_size and hit[2] == st.st_mtime_ns and type(hit[3]) is str:
-            return hit[3]
-        return None
-
-    def tree(self, rel: str) -> tuple[str, str] | None:
-        hit = self.trees.get(rel)
-        if type(hit) is tuple and len(hit) == 2 and type(hit[1]) is str:
-            return hit
-        return None
-
-    def put(self, rel: str, st: os.stat_result, digest: str, now_ns: int,
-            bulk: bool = True) -> None:
-        if now_ns - st.st_mtime_ns < _RACY_NS:
-            return
-        entry = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
-        if bulk:
-            self.files[rel] = entry
-            self.files_dirty = True
-        else:
-            self.direct[rel] = entry
-            self.dirty = True
-
-    def put_many(self, found: Iterable[tuple[str, str, os.stat_result]], now_ns: int) -> None:
-        """`put` (bulk) of many (path, digest, stat) at once."""
-        files = self.files
-        settled = now_ns - _RACY_NS
-        for rel, digest, st in found:
-            if st.st_mtime_ns <= settled:
-                files[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
-        self.files_dirty = True
-
-    def save(self) -> None:
-        if not self.path:
-            return
-        if self.files_dirty and self._files is not None:
-            _dump(f"{self.path}.files", (TREE_FORMAT, self._files))
-            self.files_dirty = False
-        if self.dirty:
-            _dump(self.path, (TREE_FORMAT, self.trees, self.direct))
-            self.dirty = False
-
-
-def _valid_small(data: Any) -> bool:
-    """The small stat-cache file has this format's number and layout throughout (it is
-    small, so checking every entry is cheap; the large one is checked entry by entry)."""
-    return (type(data) is tuple and len(data) == 3 and data[0] == TREE_FORMAT
-            and type(data[1]) is dict and type(data[2]) is dict
-            and all(type(v) is tuple and len(v) == 2 and type(v[0]) is str
-                    and type(v[1]) is str for v in data[1].values())
-            and all(type(v) is tuple and len(v) == 4 and type(v[3]) is str
-                    for v in data[2].values()))
-
-
-def _load(path: str) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return marshal.loads(fh.read())  # load(fh) reads piecemeal: 15x slower
-    except (OSError, EOFError, ValueError, TypeError):
-        return None
-
-
-def _dump(path: str, data: Any) -> None:
-    from mlmake.atomic import atomic_write
-
-    try:
-        # not fsynced: a cache, and each entry true of the state it names whenever written
-        atomic_write(path, marshal.dumps(data), sync=False)
-    except OSError:
-        pass  # only a cache: the next check hashes again
-
-
 class Scan(NamedTuple):
     """A directory tree as hashed: its digest, its sorted entries and each entry's stat."""
 
@@ -386,7 +282,7 @@ class Hasher:
         entries = self._hash_many(rel, files)
         digest = tree_digest(entries)
         newest = max((s.st_mtime_ns for _, s in files), default=0)
-        if self.now_ns - newest >= _RACY_NS:
+        if self.now_ns - newest >= RACY_NS:
             self.cache.trees[rel] = (sig, digest)
             self.cache.dirty = True
         return digest, entries
@@ -410,11 +306,74 @@ class Hasher:
         files (project path, digest, stat) in batches as they are hashed, so that the
         caller's work on them overlaps the hashing of the rest; `walked` once the tree is
         walked, before any file is read."""
-        files = self._walk(rel)
+        lazy: list[str] | None = [] if self.forked else None
+        files = self._walk(rel, lazy)
         if walked is not None:
             walked()
+        visited = self._visit_forked(rel, lazy, each) if lazy and len(lazy) >= _FORK_FILES \
+            else None
+        if visited is None and lazy:
+            files = sorted(files + self._stat_all(rel, lazy))
         entries = self._hash_many(rel, files, each)
-        return Scan(tree_digest(entries), entries, [st for _, st in files])
+        stats = [st for _, st in files]
+        if visited is not None:
+            if entries:  # a few symlinked files besides: merge in path order
+                both = sorted(zip(entries + visited[0], stats + visited[1], strict=True))
+                entries, stats = [e for e, _ in both], [st for _, st in both]
+            else:
+                entries, stats = visited
+        return Scan(tree_digest(entries), entries, stats)
+
+    def _stat_all(self, rel: str, names: list[str]) -> list[tuple[str, os.stat_result]]:
+        base = os.path.join(self.abspath(rel), "")
+        found = []
+        for name in names:
+            try:
+                found.append((name, os.stat(base + name)))
+            except FileNotFoundError:  # gone since the walk, as if the walk had missed it
+                continue
+        return found
+
+    def _visit_forked(self, rel: str, names: list[str], each: Hashed | None
+                      ) -> tuple[list[Entry], list[os.stat_result]] | None:
+        """Stat and hash (through the stat cache) the files `names` of the tree at `rel` in
+        forked workers (forked_map): the entries and stats, in path order; None where
+        forking is not safe. The stats come back as tuples, rebuilt here as os.stat_result
+        (its ten fields and st_mtime_ns, as pickle rebuilds one)."""
+        from mlmake.forked import forked_map
+
+        names.sort()
+        prefix = rel + "/" if rel not in ("", ".") else ""
+        base = self.root.rstrip(os.sep) + os.sep + prefix
+        get, put_many, now_ns = self.cache.get, self.cache.put_many, self.now_ns
+        stats: list[os.stat_result | None] = [None] * len(names)
+        digests = [""] * len(names)
+
+        def visit(name: str) -> tuple[str, tuple[float, ...], int]:
+            st = os.stat(base + name)
+            return get(prefix + name, st) or hash_file(base + name), tuple(st), st.st_mtime_ns
+
+        def got(indices: list[int], found: list[Any]) -> None:
+            batch = []
+            for i, res in zip(indices, found, strict=True):
+                if res is not None:  # else redone below, here
+                    st = os.stat_result(res[1], {"st_mtime_ns": res[2]})
+                    stats[i], digests[i] = st, res[0]
+                    batch.append((prefix + names[i], res[0], st))
+            put_many(batch, now_ns)
+            if each is not None:
+                each(batch)
+
+        if forked_map(visit, names, got) is None:
+            return None
+        for i in [i for i, st in enumerate(stats) if st is None]:
+            try:
+                got([i], [visit(names[i])])
+            except FileNotFoundError:  # gone since the walk: left out, as the walk would
+                continue
+        return ([Entry(n, d, bool(st.st_mode & 0o111))
+                 for n, d, st in zip(names, digests, stats, strict=True) if st is not None],
+                [st for st in stats if st is not None])
 
     def settle(self, rel: str, digest: str, files: list[tuple[str, FileState]]) -> bool:
         """Record `digest` as the content of the tree at `rel` whose files (sorted paths in
@@ -422,7 +381,7 @@ class Hasher:
         per file and no read. The signature is the one a Python walk computes (`known`
         walks for it; a check that uses find records its own the first time). False when
         a file is too recent to be trusted (as in `tree`)."""
-        if any(self.now_ns - f[2] < _RACY_NS for _, f in files):
+        if any(self.now_ns - f[2] < RACY_NS for _, f in files):
             return False
         self.cache.trees[rel] = ("py:" + hash_bytes(marshal.dumps(
             [(p, *f) for p, f in files])), digest)
@@ -448,8 +407,11 @@ class Hasher:
             return digest if found else None
         return self.path(pattern)
 
-    def _walk(self, rel: str) -> list[tuple[str, os.stat_result]]:
-        """Files under `rel`, sorted, with their stats.
+    def _walk(self, rel: str, lazy: list[str] | None = None
+              ) -> list[tuple[str, os.stat_result]]:
+        """Files under `rel`, sorted, with their stats. With `lazy`, the regular files (known
+        as such without a stat) are left there instead, by name in no order, to be statted
+        by the caller.
 
         Symlinks are followed, except a link to a directory that encloses it (a loop), which
         is left out like any other entry that is not a file.
@@ -480,6 +442,8 @@ class Hasher:
                         ident = (st.st_dev, st.st_ino)
                         if ident not in chain:
                             stack.append((name, chain | {ident}))
+                    elif lazy is not None and de.is_file(follow_symlinks=False):
+                        lazy.append(name)
                     else:
                         try:
                             out.append((name, de.stat()))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlmake import hashing
+from mlmake import hashing, statcache
 from mlmake.hashing import (
     Entry,
     Hasher,
@@ -189,14 +189,14 @@ def test_save_without_changes_writes_nothing(tmp_path: Path):
 @pytest.mark.parametrize("content", [
     b"",
     b"not a marshal file at all \xff\xfe",
-    marshal.dumps((hashing.TREE_FORMAT, {"a": (1, 2, 3, "h")}, {}))[:9],  # truncated
-    marshal.dumps((hashing.TREE_FORMAT + 1, {}, {})),                     # another format
+    marshal.dumps((statcache.FORMAT, {"a": (1, 2, 3, "h")}, {}))[:9],  # truncated
+    marshal.dumps((statcache.FORMAT + 1, {}, {})),                     # another format
     marshal.dumps(["a", "list"]),
-    marshal.dumps((hashing.TREE_FORMAT, ["not", "a", "dict"], {})),       # right format number,
-    marshal.dumps((hashing.TREE_FORMAT, {"data.csv": 5}, {})),            # wrong layout
-    marshal.dumps((hashing.TREE_FORMAT, {"data.csv": (1, 2, 3)}, {})),
-    marshal.dumps((hashing.TREE_FORMAT, {}, {"d": "sig"})),
-    marshal.dumps((hashing.TREE_FORMAT, {}, {"d": ("sig", 7)})),
+    marshal.dumps((statcache.FORMAT, ["not", "a", "dict"], {})),       # right format number,
+    marshal.dumps((statcache.FORMAT, {"data.csv": 5}, {})),            # wrong layout
+    marshal.dumps((statcache.FORMAT, {"data.csv": (1, 2, 3)}, {})),
+    marshal.dumps((statcache.FORMAT, {}, {"d": "sig"})),
+    marshal.dumps((statcache.FORMAT, {}, {"d": ("sig", 7)})),
 ], ids=["empty", "garbage", "truncated", "other-format", "wrong-type", "files-not-a-dict",
         "file-entry-not-a-tuple", "file-entry-too-short", "tree-entry-not-a-tuple",
         "tree-entry-wrong-types"])
@@ -482,6 +482,58 @@ def test_workers_hand_their_results_over_in_batches_as_they_go(tmp_path: Path):
         assert len(got) > 1, len(got)
         each = sorted((p, d) for batch in got for p, d, _ in batch)
         assert each == sorted(("d/" + e.path, e.hash) for e in scan.entries), each[:3]
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_large_tree_is_statted_and_hashed_by_the_workers_as_a_walk_would(tmp_path: Path):
+    # in a fresh interpreter, as above. Over 1,024 files the walk leaves the regular files
+    # unstatted and forked workers stat them, through the stat cache, and hash them
+    import subprocess
+    import sys
+    import textwrap
+
+    files = {f"d/{i % 7}/f{i:04d}.txt": f"file {i}" for i in range(1100)}
+    write(tmp_path, files)
+    os.chmod(tmp_path / "d/3/f0003.txt", 0o755)
+    os.symlink("0/f0000.txt", tmp_path / "d/link.txt")  # a symlinked file: statted by the walk
+    os.symlink("nowhere", tmp_path / "d/broken")  # left out, as a walk leaves it
+    code = textwrap.dedent(f"""
+        import os
+        from mlmake.hashing import Hasher, StatCache
+        root = {str(tmp_path)!r}
+        serial = Hasher(root, StatCache(None)).scan("d")
+        got = []
+        forked = Hasher(root, StatCache(None), forked=True).scan("d", got.append)
+        assert forked.entries == serial.entries, (forked.entries[:3], serial.entries[:3])
+        assert forked.digest == serial.digest
+        fields = ("st_ino", "st_dev", "st_nlink", "st_size", "st_mtime_ns", "st_mode")
+        assert [[getattr(s, f) for f in fields] for s in forked.stats] == \\
+            [[getattr(s, f) for f in fields] for s in serial.stats]
+        assert sorted(p for batch in got for p, _, _ in batch) == \\
+            ["d/" + e.path for e in serial.entries]
+        assert len(serial.entries) == 1101 and serial.entries[-1].path == "link.txt"
+        assert [e.executable for e in serial.entries].count(True) == 1
+
+        # the workers read the stat cache: a file whose entry matches its stat is not read
+        cache = StatCache(None)
+        st = os.stat(root + "/d/5/f0005.txt")
+        cache.files["d/5/f0005.txt"] = (st.st_ino, st.st_size, st.st_mtime_ns, "c" * 32)
+        again = Hasher(root, cache, forked=True).scan("d")
+        assert [e.hash for e in again.entries if e.path == "5/f0005.txt"] == ["c" * 32]
+
+        # a file gone since the walk is left out; one that cannot be read raises here
+        h = Hasher(root, StatCache(None), forked=True)
+        names = [e.path for e in serial.entries[:-1]]
+        entries, stats = h._visit_forked("d", names + ["gone.txt"], None)
+        assert [e.path for e in entries] == sorted(names) and len(stats) == len(names)
+        try:
+            h._visit_forked("d", names + ["0"], None)  # a directory
+        except IsADirectoryError as exc:
+            assert exc.filename == root + "/d/0", exc.filename
+        else:
+            raise AssertionError("a directory was hashed")
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
