@@ -476,6 +476,18 @@ def test_workers_hand_their_results_over_in_batches_as_they_go(tmp_path: Path):
         # batches larger than a pipe holds arrive over several reads
         big = forked_map(lambda i: "x" * 3000 + str(i), range(600), batch=50)
         assert big == ["x" * 3000 + str(i) for i in range(600)]
+        # a worker held up by a slow batch leaves the other batches to the others
+        import time
+        def slow_first(i):
+            if i < 10:
+                time.sleep(0.05)
+            return os.getpid()
+        pids = forked_map(slow_first, range(1000), batch=10)
+        if len(os.sched_getaffinity(0)) > 1:
+            assert pids.count(pids[0]) < 500, pids.count(pids[0])
+        # a few items are still shared out between the workers
+        assert len(set(forked_map(lambda i: (time.sleep(0.2), os.getpid())[1], range(4)))) \\
+            == min(4, len(os.sched_getaffinity(0)))
 
         got = []
         scan = Hasher({str(tmp_path)!r}, StatCache(None), forked=True).scan("d", got.append)
