@@ -7,6 +7,7 @@ structures below carry a format version and are pinned by tests, so a change fai
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import glob as globmod
 import json
@@ -110,10 +111,8 @@ def hash_parallel(paths: list[str],
 
 def tree_digest(entries: Iterable[Entry]) -> str:
     """Hash of a directory manifest: sorted (path, hash, exec) lines under a versioned tag."""
-    parts = [b"mlmake/tree\x00%d\n" % TREE_FORMAT]
-    for e in sorted(entries):
-        parts.append(f"{e.path}\x00{e.hash}\x00{'x' if e.executable else '-'}\n".encode())
-    return hash_bytes(b"".join(parts))
+    lines = "".join([f"{p}\x00{h}\x00{'x' if x else '-'}\n" for p, h, x in sorted(entries)])
+    return hash_bytes(f"mlmake/tree\x00{TREE_FORMAT}\n{lines}".encode())
 
 
 def glob_digest(files: dict[str, str]) -> str:
@@ -171,6 +170,14 @@ def _py_signature(files: list[tuple[str, os.stat_result]]) -> str:
     modes (Hasher.settle computes the same from FileStates)."""
     return "py:" + hash_bytes(marshal.dumps(
         [(p, s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode) for p, s in files]))
+
+
+@functools.cache
+def _mtime_ns_at_14() -> bool:
+    """Whether os.stat_result can be built from its ten fields, its float times, st_atime_ns
+    and st_mtime_ns, in that order, as CPython lays it out (else: by name, as pickle does,
+    three times slower)."""
+    return os.stat_result((*range(10), 0.0, 0.0, 0.0, 0, 12345)).st_mtime_ns == 12345
 
 
 class Scan(NamedTuple):
@@ -299,17 +306,13 @@ class Hasher:
             sig = self._sigs.pop(rel, None) or self.signatures([rel]).get(rel)
         return cached[1] if sig == cached[0] else None
 
-    def scan(self, rel: str, each: Hashed | None = None,
-             walked: Callable[[], None] | None = None) -> Scan:
+    def scan(self, rel: str, each: Hashed | None = None) -> Scan:
         """Hash the directory at `rel` file by file (through the stat cache), keeping each
         file's stat; records no tree signature (see `settle`). `each` is called with the
         files (project path, digest, stat) in batches as they are hashed, so that the
-        caller's work on them overlaps the hashing of the rest; `walked` once the tree is
-        walked, before any file is read."""
+        caller's work on them overlaps the hashing of the rest."""
         lazy: list[str] | None = [] if self.forked else None
         files = self._walk(rel, lazy)
-        if walked is not None:
-            walked()
         visited = self._visit_forked(rel, lazy, each) if lazy and len(lazy) >= _FORK_FILES \
             else None
         if visited is None and lazy:
@@ -338,8 +341,8 @@ class Hasher:
                       ) -> tuple[list[Entry], list[os.stat_result]] | None:
         """Stat and hash (through the stat cache) the files `names` of the tree at `rel` in
         forked workers (forked_map): the entries and stats, in path order; None where
-        forking is not safe. The stats come back as tuples, rebuilt here as os.stat_result
-        (its ten fields and st_mtime_ns, as pickle rebuilds one)."""
+        forking is not safe. The stats come back as tuples (os.stat_result's ten fields and
+        st_mtime_ns) and are rebuilt here as os.stat_result."""
         from mlmake.forked import forked_map
 
         names.sort()
@@ -353,11 +356,14 @@ class Hasher:
             st = os.stat(base + name)
             return get(prefix + name, st) or hash_file(base + name), tuple(st), st.st_mtime_ns
 
+        positional = _mtime_ns_at_14()
+
         def got(indices: list[int], found: list[Any]) -> None:
             batch = []
             for i, res in zip(indices, found, strict=True):
                 if res is not None:  # else redone below, here
-                    st = os.stat_result(res[1], {"st_mtime_ns": res[2]})
+                    st = os.stat_result(res[1] + (0.0, 0.0, 0.0, 0, res[2])) if positional \
+                        else os.stat_result(res[1], {"st_mtime_ns": res[2]})
                     stats[i], digests[i] = st, res[0]
                     batch.append((prefix + names[i], res[0], st))
             put_many(batch, now_ns)

@@ -175,8 +175,7 @@ class Objects:
         """Store a directory manifest; returns the tree hash it is named by (`digest`, when
         the caller has it already)."""
         digest = digest or tree_digest(entries)
-        data = json.dumps([[e.path, e.hash, e.executable] for e in sorted(entries)],
-                          separators=(",", ":")).encode()
+        data = json.dumps(sorted(entries), separators=(",", ":")).encode()  # [path, hash, x]
         self.add_bytes(digest + MANIFEST_SUFFIX, data)
         return digest
 

@@ -197,9 +197,10 @@ def _scan_adopting(root: str, rel: str, store: Store, hasher: Hasher,
             else:
                 states[f[0]] = state
 
-    scan = hasher.scan(rel, each, store.wait_shards)
+    scan = hasher.scan(rel, each)
     for f, state in zip(later, store.adopt(later, sync=False), strict=True):
         states[f[0]] = state
+    store.wait_shards()  # when no file needed a new object
     top = os.path.join(base, rel, "")
     return scan, [states[top + e.path] for e in scan.entries]
 

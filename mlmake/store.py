@@ -163,8 +163,9 @@ class Store(Objects):
 
     def _make_shards(self) -> None:
         """Start making the store's missing shard directories (`ab/`) in a child process,
-        while this one walks the tree: a fresh store's 256 take as long as walking 10,000
-        files does (a thread would slow the walk down by as much, for the GIL)."""
+        while this one walks the tree and the first files are hashed: a fresh store's 256
+        take as long as a walk of 10,000 files (a thread would slow the walk down by as
+        much, for the GIL)."""
         try:
             have = set(os.listdir(self.path))
         except OSError:
@@ -179,8 +180,8 @@ class Store(Objects):
             self._shards = None
 
     def wait_shards(self) -> None:
-        """Wait for the shard directories `adopting` makes; call it before forking. A
-        shard the child could not make is made (or its error raised) as it is needed."""
+        """Wait for the shard directories `adopting` makes (`adopt_new` does). A shard
+        the child could not make is made (or its error raised) as it is needed."""
         if self._shards is not None:
             if self._shards.wait() == 0:
                 self._made.update(f"{self.path}{os.sep}{i:02x}" for i in range(256))
@@ -192,20 +193,31 @@ class Store(Objects):
         sync): each is made read-only and linked in; None for a file whose object is stored
         already (`adopt` it once nothing can fail any more). Each file it touched is noted
         in `taken`, so that `disown(taken)` undoes it."""
+        self.wait_shards()
         states: list[FileState | None] = []
         known: list[tuple[str, str, os.stat_result]] = []
+        made, key, chmod, link, sep = self._made, self._stat_key, os.chmod, os.link, os.sep
         try:
-            for file in files:
+            for src, oid, executable, st in files:
+                # made read-only before the link: an object is never writable
+                mode = _RO_EXEC if executable else _RO
                 try:
-                    states.append(self._take(file))
-                except OSError as exc:  # made read-only, not linked: "" names no new object
-                    taken.append((file[0], "", file[3]))
+                    if st.st_mode & 0o7777 != mode:
+                        chmod(src, mode)
+                    shard = f"{self.path}{sep}{oid[:2]}"
+                    if shard not in made:
+                        self._mkdir(shard)
+                    link(src, f"{shard}{sep}{oid[2:]}")
+                except OSError as exc:  # "" names no new object
+                    taken.append((src, "", st))
                     if not isinstance(exc, FileExistsError):
-                        raise self._write_error(exc, file[0]) from None
-                    states.append(None)
+                        raise self._write_error(exc, src) from None
+                    states.append(None)  # stored already
                     continue
-                taken.append((file[0], file[1], file[3]))
-                known.append((self._stat_key(file[1]), file[1], file[3]))
+                taken.append((src, oid, st))
+                known.append((key(oid), oid, st))
+                states.append((st.st_ino, st.st_size, st.st_mtime_ns,
+                               (st.st_mode & ~0o7777) | mode))
         finally:
             self.stats.put_many(known, self.stats_now())
         return states
@@ -230,19 +242,6 @@ class Store(Objects):
             atomic.fsync_file(path) if path is not None else atomic.sync_fs(self.path)
         except OSError as exc:
             raise self._write_error(exc, path or self.path) from None
-
-    def _take(self, file: tuple[str, str, bool, os.stat_result]) -> FileState:
-        """Make a file read-only and link it into the store under its hash; the state it is
-        left in. FileExistsError when that object is stored already."""
-        src, oid, executable, st = file
-        mode = _RO_EXEC if executable else _RO
-        if st.st_mode & 0o7777 != mode:
-            os.chmod(src, mode)  # before the link: an object is never writable
-        shard = f"{self.path}{os.sep}{oid[:2]}"
-        if shard not in self._made:
-            self._mkdir(shard)
-        os.link(src, f"{shard}{os.sep}{oid[2:]}")
-        return (st.st_ino, st.st_size, st.st_mtime_ns, (st.st_mode & ~0o7777) | mode)
 
     def _join(self, src: str, oid: str, st: os.stat_result, mode: int) -> FileState:
         """`src` holds the content of the stored object `oid`: leave it if it is that object,

@@ -526,6 +526,12 @@ def test_a_large_tree_is_statted_and_hashed_by_the_workers_as_a_walk_would(tmp_p
         assert sorted(p for batch in got for p, _, _ in batch) == \\
             ["d/" + e.path for e in serial.entries]
         assert len(serial.entries) == 1101 and serial.entries[-1].path == "link.txt"
+        # stats rebuilt by field name where os.stat_result has another layout
+        import mlmake.hashing
+        mlmake.hashing._mtime_ns_at_14 = lambda: False
+        named = Hasher(root, StatCache(None), forked=True).scan("d")
+        assert [[getattr(s, f) for f in fields] for s in named.stats] == \\
+            [[getattr(s, f) for f in fields] for s in serial.stats]
         assert [e.executable for e in serial.entries].count(True) == 1
 
         # the workers read the stat cache: a file whose entry matches its stat is not read
