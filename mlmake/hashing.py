@@ -7,6 +7,7 @@ structures below carry a format version and are pinned by tests, so a change fai
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gc
 import glob as globmod
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 
 import xxhash
 
+from mlmake.errors import UsageError
 from mlmake.statcache import RACY_NS, StatCache
 
 KEY_FORMAT = 1
@@ -255,8 +257,12 @@ class Hasher:
         return os.path.join(self.root, rel)
 
     def file(self, rel: str, st: os.stat_result | None = None) -> str:
-        """Content hash of the file at project path `rel`."""
+        """Content hash of the file at project path `rel`; a pipe, socket or device (whose
+        read may never end) is refused."""
         st = st or os.stat(self.abspath(rel))
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise UsageError(f"'{rel}' is a pipe, socket or device, not a file: mlmake hashes "
+                             "files and directories only. Name a file or a directory instead.")
         digest = self.cache.get(rel, st, bulk=False)
         if digest is None:
             digest = hash_file(self.abspath(rel))
@@ -354,6 +360,9 @@ class Hasher:
 
         def visit(name: str) -> tuple[str, tuple[float, ...], int]:
             st = os.stat(base + name)
+            if not stat_mod.S_ISREG(st.st_mode):  # no longer a file since the walk
+                raise OSError(errno.EISDIR if stat_mod.S_ISDIR(st.st_mode) else errno.EINVAL,
+                              "not a file", base + name)
             return get(prefix + name, st) or hash_file(base + name), tuple(st), st.st_mtime_ns
 
         positional = _mtime_ns_at_14()
@@ -452,9 +461,11 @@ class Hasher:
                         lazy.append(name)
                     else:
                         try:
-                            out.append((name, de.stat()))
+                            st = de.stat()
                         except FileNotFoundError:
                             continue
+                        if stat_mod.S_ISREG(st.st_mode):  # not a pipe (its read would wait
+                            out.append((name, st))  # forever), socket or device
         out.sort()
         return out
 

@@ -125,6 +125,20 @@ def test_a_single_file_source_and_what_add_refuses(repo):
     assert r.code == 2 and "mlmake import" in r.err
 
 
+@pytest.mark.timeout(60)  # reading a pipe would wait forever
+def test_a_pipe_in_a_tree_is_left_out_and_refused_alone(repo):
+    repo.write({**PIPE, **RAW})
+    os.mkfifo(repo.path / "data" / "raw" / "pipe")
+    assert repo.mlmake("status").code == 1
+    r = repo.mlmake("add", "data/raw")
+    assert r.code == 0 and "3 files" in r.out, r.text
+    r = repo.mlmake()
+    assert r.code == 0, r.text
+    assert repo.read("count.txt").strip() == "3"
+    r = repo.mlmake("add", "data/raw/pipe")
+    assert r.code == 2 and "'data/raw/pipe' is a pipe, socket or device" in r.err, r.text
+
+
 def test_a_large_tree_is_moved_into_the_store_and_a_changed_file_is_picked_up(repo):
     """34 MiB: hashed by parallel workers; every file becomes its own object, no copy."""
     big = {f"data/big/{i % 4}/f{i}.bin": os.urandom(1 << 20) for i in range(34)}

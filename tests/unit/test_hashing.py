@@ -247,6 +247,26 @@ def test_symlink_loop_in_a_tree_is_not_followed(tmp_path: Path):
     assert h.path("loops") == plain
 
 
+@pytest.mark.timeout(30)  # a pipe's read waits for a writer: a hang, were it read
+def test_pipes_sockets_and_devices_in_a_tree_are_left_out_and_refused_alone(tmp_path: Path):
+    import socket
+
+    from mlmake.errors import UsageError
+
+    plain = tree_of(tmp_path / "plain", {"a.txt": "a", "sub/b.txt": "b"})
+    tree_of(tmp_path / "odd", {"a.txt": "a", "sub/b.txt": "b"})
+    os.mkfifo(tmp_path / "odd" / "pipe")
+    os.symlink("/dev/zero", tmp_path / "odd" / "sub" / "zeros")  # a read that never ends
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "odd" / "sock"))
+        h = Hasher(str(tmp_path))
+        assert [p for p, _ in h._walk("odd")] == ["a.txt", "sub/b.txt"]
+        assert h.path("odd") == plain
+        for rel in ("odd/pipe", "odd/sub/zeros", "odd/sock"):
+            with pytest.raises(UsageError, match=f"'{rel}' is a pipe, socket or device"):
+                h.path(rel)
+
+
 def test_symlink_to_another_directory_is_followed(tmp_path: Path):
     write(tmp_path, {"shared/c.txt": "c", "tree/a.txt": "a"})
     os.symlink("../shared", tmp_path / "tree" / "linked")
