@@ -168,6 +168,41 @@ def test_a_large_tree_is_moved_into_the_store_and_a_changed_file_is_picked_up(re
     assert repo.mlmake().code == 0
 
 
+def test_a_tree_of_many_files_is_statted_and_hashed_by_workers_and_re_added(repo):
+    """Over 1,024 files the walk lists the files by name and forked workers stat and hash
+    them (through the stat cache when it is added again)."""
+    many = {f"data/many/{i % 9}/f{i:04d}.txt": f"row {i}\n" for i in range(1100)}
+    repo.write({"Mlfile": """
+        [target.count]
+        cmd = "cat data/many/*/*.txt | wc -l > count.txt"
+        deps = ["data/many/"]
+        outs = ["count.txt"]
+    """, **many})
+    for rel in many:
+        os.utime(repo.path / rel, ns=(1_600_000_000 * 10**9,) * 2)
+    os.chmod(repo.path / "data/many/4/f0004.txt", 0o755)
+    r = repo.mlmake("add", "data/many")
+    assert r.code == 0 and "added data/many/" in r.out and "1100 files" in r.out, r.text
+    for rel in many:
+        st = (repo.path / rel).stat()
+        assert st.st_nlink == 2 and not st.st_mode & 0o222, rel
+    assert (repo.path / "data/many/4/f0004.txt").stat().st_mode & 0o111
+    assert repo.mlmake().code == 0 and repo.read("count.txt").strip() == "1100"
+    repo.commit("v1")
+    old = _sources(repo)["data/many"]["hash"]
+    assert "unchanged data/many/" in repo.mlmake("add", "data/many").out
+    _replace(repo, "data/many/0/f0000.txt", "row 0, edited\n")
+    r = repo.mlmake("add", "data/many")
+    assert r.code == 0 and "updated data/many/" in r.out, r.text
+    assert _sources(repo)["data/many"]["hash"] != old
+    assert repo.mlmake("status", "--json").json().get("data", []) == []
+    repo.commit("v2")
+    r = repo.mlmake("checkout", "HEAD~1")
+    assert r.code == 0, r.text
+    assert (repo.path / "data/many/0/f0000.txt").read_text() == "row 0\n"
+    assert (repo.path / "data/many/4/f0004.txt").stat().st_mode & 0o111
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux's /proc")
 def test_a_file_that_cannot_be_read_stops_add_and_leaves_the_tree_as_it_was(repo):
     """34 MiB, so the files are linked into the store while the workers still hash; one
