@@ -40,6 +40,19 @@ def _raw(repo: Repo) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(d.iterdir())} if d.exists() else {}
 
 
+def _counted_tree(repo: Repo, tree: str, count: str, files: dict[str, Any]) -> None:
+    """A project whose target counts (`count > count.txt`) the files of `tree`, written long
+    ago (settled: the stat cache trusts them)."""
+    repo.write({"Mlfile": f"""
+        [target.count]
+        cmd = "{count} > count.txt"
+        deps = ["{tree}/"]
+        outs = ["count.txt"]
+    """, **files})
+    for rel in files:
+        os.utime(repo.path / rel, ns=(1_600_000_000 * 10**9,) * 2)
+
+
 @pytest.fixture
 def tracked(repo: Repo) -> Repo:
     """A project whose raw data is tracked, built and committed (v1)."""
@@ -142,14 +155,7 @@ def test_a_pipe_in_a_tree_is_left_out_and_refused_alone(repo):
 def test_a_large_tree_is_moved_into_the_store_and_a_changed_file_is_picked_up(repo):
     """34 MiB: hashed by parallel workers; every file becomes its own object, no copy."""
     big = {f"data/big/{i % 4}/f{i}.bin": os.urandom(1 << 20) for i in range(34)}
-    repo.write({"Mlfile": """
-        [target.count]
-        cmd = "ls -R data/big | wc -l > count.txt"
-        deps = ["data/big/"]
-        outs = ["count.txt"]
-    """, **big})
-    for rel in big:
-        os.utime(repo.path / rel, ns=(1_600_000_000 * 10**9,) * 2)
+    _counted_tree(repo, "data/big", "ls -R data/big | wc -l", big)
     r = repo.mlmake("add", "data/big")
     assert r.code == 0 and "added data/big/" in r.out and "34 files, 34.0 MiB" in r.out, r.text
     cache = repo.path / ".mlmake" / "cache"
@@ -172,14 +178,7 @@ def test_a_tree_of_many_files_is_statted_and_hashed_by_workers_and_re_added(repo
     """Over 1,024 files the walk lists the files by name and forked workers stat and hash
     them (through the stat cache when it is added again)."""
     many = {f"data/many/{i % 9}/f{i:04d}.txt": f"row {i}\n" for i in range(1100)}
-    repo.write({"Mlfile": """
-        [target.count]
-        cmd = "cat data/many/*/*.txt | wc -l > count.txt"
-        deps = ["data/many/"]
-        outs = ["count.txt"]
-    """, **many})
-    for rel in many:
-        os.utime(repo.path / rel, ns=(1_600_000_000 * 10**9,) * 2)
+    _counted_tree(repo, "data/many", "cat data/many/*/*.txt | wc -l", many)
     os.chmod(repo.path / "data/many/4/f0004.txt", 0o755)
     r = repo.mlmake("add", "data/many")
     assert r.code == 0 and "added data/many/" in r.out and "1100 files" in r.out, r.text
